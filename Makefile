@@ -1,0 +1,30 @@
+# The two commands of the quick start: `make demo` and `make test`. Both set themselves up.
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= jobs/configs/tiny.yaml
+
+.PHONY: setup test lint demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	VENV=$(VENV) bash scripts/setup.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# pytest exits 5 when it collected no test: that is a failure, not a pass.
+test: lint
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: no test ran"; exit 1; fi; exit $$rc
+
+demo: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/opens2s pipeline --config $(CONFIG)
+
+bench: setup
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf runs artifacts .pytest_cache .ruff_cache

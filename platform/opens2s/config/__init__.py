@@ -1,0 +1,87 @@
+"""The one config schema: every CLI command, job, Serve app and cluster manifest reads this.
+
+Each section lives in its own module (``config/model.py``, ``config/data.py`` ...); this module
+composes them into :class:`PlatformConfig` and loads it from YAML. Defaults are the embedded
+laptop setting (local Ray, tiny models); ``jobs/configs/tiny.yaml`` spells them out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from opens2s.config.audio import AudioSection
+from opens2s.config.cluster import ClusterSection
+from opens2s.config.data import DataSection
+from opens2s.config.model import ModelSection
+from opens2s.config.serve import ServeSection
+from opens2s.config.train import TrainSection
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or does not match the schema."""
+
+
+class PlatformConfig(BaseModel):
+    """Root of the config: one section per workload, plus where a run keeps its outputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: str = "runs/tiny"
+    """Local path or s3:// URI under which every step writes its outputs."""
+    model: ModelSection = ModelSection()
+    audio: AudioSection = AudioSection()
+    data: DataSection = DataSection()
+    train: TrainSection = TrainSection()
+    serve: ServeSection = ServeSection()
+    cluster: ClusterSection = ClusterSection()
+
+    def to_yaml(self) -> str:
+        """The config as YAML, every field spelled out."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PlatformConfig:
+    """Load a YAML config (or the embedded default when ``path`` is None), applying overrides.
+
+    ``overrides`` maps dotted keys (``"train.max_steps"``) to values.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at top level, got {type(loaded).__name__}")
+        raw = loaded or {}
+    for key, value in (overrides or {}).items():
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    try:
+        return PlatformConfig.model_validate(raw)
+    except ValidationError as e:
+        where = f"config file {path}" if path else "config"
+        raise ConfigError(f"{where} does not match the schema:\n{e}") from e
+
+
+__all__ = [
+    "AudioSection",
+    "ClusterSection",
+    "ConfigError",
+    "DataSection",
+    "ModelSection",
+    "PlatformConfig",
+    "ServeSection",
+    "TrainSection",
+    "load_config",
+]

@@ -1,0 +1,11 @@
+"""The ``model`` section of the platform config."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ModelSection(BaseModel):
+    """Settings of the model workload. Fields are added by the code that reads them."""
+
+    model_config = ConfigDict(extra="forbid")

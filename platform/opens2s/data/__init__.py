@@ -1,0 +1,1 @@
+"""opens2s.data"""

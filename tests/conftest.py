@@ -1,0 +1,152 @@
+"""Shared test fixtures: one local Ray instance and one S3-compatible server for the whole session.
+
+Ray and moto are real: Ray starts a local cluster (``address="local"``, never an existing one),
+moto runs as a child process on 127.0.0.1. Environment variables that Ray workers must inherit
+(PYTHONPATH, S3 endpoint and credentials, offline flags) are set before ``ray.init``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+ARTIFACTS = ROOT / "artifacts"
+
+# Nothing may reach a model hub; tests must pass offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# ray.train.report costs ~2 s a call at the default health-check interval.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Workers do not see pytest's sys.path.
+_pp = [str(ROOT / "platform"), str(TESTS), str(ROOT)]
+os.environ["PYTHONPATH"] = os.pathsep.join(_pp + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+# Console scripts of the venv (moto_server, opens2s, ray) on PATH even when pytest is called by path.
+os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+
+S3_ACCESS_KEY = "testing"
+S3_SECRET_KEY = "testing"
+S3_REGION = "us-east-1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class S3Server:
+    """A moto S3 server running as a child process on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        exe = Path(sys.executable).parent / "moto_server"
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+        self.proc = subprocess.Popen(
+            [*cmd, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"moto S3 server did not start on {self.endpoint}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def reset(self) -> None:
+        req = urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")
+        urllib.request.urlopen(req, timeout=5)
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=S3_ACCESS_KEY,
+            aws_secret_access_key=S3_SECRET_KEY,
+            region_name=S3_REGION,
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """The session's S3-compatible server; its endpoint and credentials are in the environment."""
+    server = S3Server()
+    server.start()
+    os.environ["AWS_ENDPOINT_URL"] = server.endpoint
+    os.environ["AWS_ACCESS_KEY_ID"] = S3_ACCESS_KEY
+    os.environ["AWS_SECRET_ACCESS_KEY"] = S3_SECRET_KEY
+    os.environ["AWS_DEFAULT_REGION"] = S3_REGION
+    os.environ["AWS_REGION"] = S3_REGION
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def s3_bucket(s3_server: S3Server) -> str:
+    """An empty bucket on a freshly reset server; returns its name."""
+    s3_server.reset()
+    s3_server.client().create_bucket(Bucket="opens2s-test")
+    return "opens2s-test"
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server: S3Server) -> Iterator[None]:
+    """One local Ray instance shared by every test that needs Ray.
+
+    It declares more logical CPUs than the machine has so that Ray Data, Train workers (0.5 CPU
+    each) and Serve replicas can be scheduled side by side on 2 cores.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=8,
+            include_dashboard=True,
+            log_to_driver=True,
+            runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}},
+        )
+    yield
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    except Exception:
+        pass
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests leave files a person may want to look at (screenshots, plots, wavs)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
