@@ -1,11 +1,115 @@
-"""The ``serve`` section of the platform config."""
+"""The ``serve`` section of the platform config: the Ray Serve application and its limits.
+
+Read by ``opens2s.serving`` (the deployments), ``opens2s serve`` and the RayService manifest
+(``opens2s.serving.app.serve_app_args`` turns it into Serve application args).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class AutoscalingSection(BaseModel):
+    """Autoscaling of the model deployment (Ray Serve ``autoscaling_config``).
+
+    An open response stream is one ongoing request for its whole life, so the target is the number
+    of concurrent sessions one replica sustains in real time.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0)
+    """Responses decoding at once per replica above which Serve adds a replica."""
+    upscale_delay_s: float = Field(3.0, ge=0)
+    downscale_delay_s: float = Field(30.0, ge=0)
+    metrics_interval_s: float = Field(1.0, gt=0)
+    look_back_period_s: float = Field(3.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSection:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"autoscaling.min_replicas ({self.min_replicas}) must be <= "
+                f"max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class LimitsSection(BaseModel):
+    """Bounds on what one client may send; a request beyond them gets an error event or a 4xx."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_frame_bytes: int = Field(64_000, gt=0)
+    """Largest binary WebSocket frame (64 kB = 2 s of PCM16 at 16 kHz)."""
+    max_text_message_bytes: int = Field(16_384, gt=0)
+    """Largest JSON message from a client."""
+    max_turn_seconds: float = Field(30.0, gt=0)
+    """Longest user turn; longer speech is cut and answered."""
+    max_session_seconds: float = Field(900.0, gt=0)
+    """Longest WebSocket session (wall clock)."""
+    max_upload_bytes: int = Field(4_000_000, gt=0)
+    """Largest file accepted by POST /v1/speech."""
+    max_sessions_per_replica: int = Field(16, gt=0)
+    """Responses one model replica decodes at once (its ``max_ongoing_requests``) and WebSocket
+    sessions one ingress replica holds."""
+    max_messages_per_second: float = Field(200.0, gt=0)
+    """Client messages per second (averaged over 2 s) above which a session is closed."""
+
+
+class SamplingDefaults(BaseModel):
+    """Sampling used when a client does not choose (``session.update`` may override)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.8, ge=0)
+    """0 means greedy."""
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_text_tokens: int = Field(48, gt=0)
+    max_units: int = Field(150, gt=0)
+    seed: int | None = 0
+
+
+class VocoderBlocks(BaseModel):
+    """How decoded units are cut into vocoder blocks: small first block for early audio, then larger."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: Literal["growing", "fixed", "whole"] = "growing"
+    """growing: first_units then x growth up to max_units; fixed: fixed_units each (OpenS2S uses
+    24); whole: decode everything, then vocode once (a baseline)."""
+    first_units: int = Field(2, gt=0)
+    growth: float = Field(2.0, ge=1)
+    max_units: int = Field(32, gt=0)
+    fixed_units: int = Field(24, gt=0)
 
 
 class ServeSection(BaseModel):
-    """Settings of the serve workload. Fields are added by the code that reads them."""
+    """Settings of the Serve application: what model, where, how many, and the client limits."""
 
     model_config = ConfigDict(extra="forbid")
+
+    model_dir: str | None = None
+    """An exported model directory (local path or s3://); None serves ``preset`` (random init)."""
+    preset: str = "tiny"
+    app_name: str = "opens2s"
+    route_prefix: str = "/"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, lt=65536)
+    model_num_cpus: float = Field(0.5, ge=0)
+    model_num_gpus: float = Field(0.0, ge=0)
+    ingress_num_cpus: float = Field(0.25, ge=0)
+    ingress_replicas: int = Field(1, ge=1)
+    autoscaling: AutoscalingSection = AutoscalingSection()
+    limits: LimitsSection = LimitsSection()
+    sampling: SamplingDefaults = SamplingDefaults()
+    vocoder_blocks: VocoderBlocks = VocoderBlocks()
+    auth_token: str | None = None
+    """Bearer token required on every route but / and /healthz; None disables auth."""
+    system_prompt: str = "You are a helpful assistant."
+    decode_threads: int = Field(1, ge=1)
+    """torch threads of a model replica (replicas share the host's cores)."""

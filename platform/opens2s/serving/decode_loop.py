@@ -1,0 +1,214 @@
+"""The batched decode loop of a model replica: one asyncio task steps every active response together.
+
+Each response is explicit state (the decoder's per-session state, its unit blocker, its vocoder
+stream); responses join the batch when their prefill is done and leave it when they finish or their
+client goes away, so sessions of different lengths share each batched step (Moshi's
+"desynchronized streams with batching"). Heavy work (prefill, step, vocoding) runs on one compute
+thread so the event loop keeps streaming events out while the next step runs.
+
+Nothing here knows Ray: the Serve deployment in ``model_deployment`` wraps it, and a test or a
+benchmark can drive it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from opens2s.config.serve import VocoderBlocks
+from opens2s.serving.blocks import UnitBlocker
+from opens2s.serving.protocol import audio_delta, error_event, event
+
+
+@dataclass
+class TurnRequest:
+    """One user turn to answer: the audio (float32, 16 kHz) and the conversation before it."""
+
+    response_id: str
+    audio: np.ndarray
+    history: list[dict[str, Any]] = field(default_factory=list)
+    system_prompt: str | None = None
+    voice: str | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
+    blocks: VocoderBlocks | None = None
+    """Overrides the replica's block schedule (benchmarks compare schedules on one replica)."""
+
+
+@dataclass
+class _Active:
+    req: TurnRequest
+    queue: asyncio.Queue
+    blocker: UnitBlocker
+    t_arrived: float
+    state: Any = None
+    vstream: Any = None
+    t_first_audio: float | None = None
+    audio_samples: int = 0
+    units: int = 0
+    text: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+
+class BatchedDecodeLoop:
+    """Answers many turns at once with one batched decoder step per iteration.
+
+    ``start(req) -> state`` prefills one request (the model deployment builds it from the
+    decoder), ``decoder_step(states) -> list[list[event]]`` advances all of them by one step;
+    ``vocoder`` has ``sample_rate`` and ``stream()`` (push/flush).
+    """
+
+    def __init__(
+        self,
+        start: Callable[[TurnRequest], Any],
+        decoder_step: Callable[[list[Any]], list[list[Any]]],
+        vocoder: Any,
+        blocks: VocoderBlocks,
+        max_batch: int = 16,
+    ) -> None:
+        self._start = start
+        self._step = decoder_step
+        self.vocoder = vocoder
+        self.blocks = blocks
+        self.max_batch = max_batch
+        self._pending: list[_Active] = []
+        self._active: list[_Active] = []
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        self.steps = 0
+        self.batch_sizes: list[int] = []
+
+    @property
+    def active_count(self) -> int:
+        """Responses admitted or waiting for their prefill."""
+        return len(self._active) + len(self._pending)
+
+    async def respond(self, req: TurnRequest) -> AsyncIterator[dict[str, Any]]:
+        """Stream the events of one response; closing the iterator cancels the response."""
+        entry = _Active(
+            req=req,
+            queue=asyncio.Queue(),
+            blocker=UnitBlocker(req.blocks or self.blocks),
+            t_arrived=time.perf_counter(),
+        )
+        self._pending.append(entry)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        try:
+            while True:
+                ev = await entry.queue.get()
+                if ev is None:
+                    return
+                yield ev
+        finally:
+            entry.cancelled = True
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending or self._active:
+            self._active = [a for a in self._active if not a.cancelled]
+            room = self.max_batch - len(self._active)
+            admit, self._pending = self._pending[:room], self._pending[room:]
+            for entry in admit:
+                if entry.cancelled:
+                    continue
+                try:
+                    entry.state = await loop.run_in_executor(self._executor, self._prefill, entry)
+                except Exception as e:  # a bad turn must not stop the others
+                    entry.queue.put_nowait(
+                        error_event("decode_failed", f"could not start the response: {e}")
+                    )
+                    entry.queue.put_nowait(None)
+                    continue
+                self._active.append(entry)
+            if not self._active:
+                await asyncio.sleep(0)
+                continue
+            batch = list(self._active)
+            try:
+                outs = await loop.run_in_executor(self._executor, self._step_batch, batch)
+            except Exception as e:
+                for entry in batch:
+                    entry.queue.put_nowait(error_event("decode_failed", f"decode step failed: {e}"))
+                    entry.queue.put_nowait(None)
+                self._active = [a for a in self._active if a not in batch]
+                continue
+            self.steps += 1
+            self.batch_sizes.append(len(batch))
+            for entry, (events, finished) in zip(batch, outs, strict=True):
+                for ev in events:
+                    entry.queue.put_nowait(ev)
+                if finished:
+                    entry.queue.put_nowait(None)
+                    self._active.remove(entry)
+            await asyncio.sleep(0)
+
+    # --- compute thread -------------------------------------------------------------------
+
+    def _prefill(self, entry: _Active) -> Any:
+        state = self._start(entry.req)
+        entry.vstream = self.vocoder.stream()
+        return state
+
+    def _step_batch(self, batch: list[_Active]) -> list[tuple[list[dict[str, Any]], bool]]:
+        results = self._step([a.state for a in batch])
+        return [self._handle(entry, evs) for entry, evs in zip(batch, results, strict=True)]
+
+    def _handle(self, entry: _Active, events: list[Any]) -> tuple[list[dict[str, Any]], bool]:
+        rid = entry.req.response_id
+        out: list[dict[str, Any]] = []
+        done_reason = None
+        for ev in events:
+            units = getattr(ev, "units", None)
+            if units is not None:
+                entry.units += len(units)
+                for block in entry.blocker.push(units):
+                    out.extend(self._vocode(entry, entry.vstream.push(block)))
+            elif hasattr(ev, "text"):
+                entry.text.append(ev.text)
+                out.append(event("response.text.delta", response_id=rid, delta=ev.text))
+            else:
+                done_reason = getattr(ev, "reason", "stop")
+        if done_reason is None:
+            return out, False
+        rest = entry.blocker.flush()
+        if rest:
+            out.extend(self._vocode(entry, entry.vstream.push(rest)))
+        out.extend(self._vocode(entry, entry.vstream.flush()))
+        out.append(self._done(entry, done_reason))
+        return out, True
+
+    def _vocode(self, entry: _Active, wave: np.ndarray) -> list[dict[str, Any]]:
+        wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+        if wave.size == 0:
+            return []
+        if entry.t_first_audio is None:
+            entry.t_first_audio = time.perf_counter()
+        entry.audio_samples += int(wave.size)
+        return [audio_delta(entry.req.response_id, wave, self.vocoder.sample_rate)]
+
+    def _done(self, entry: _Active, reason: str) -> dict[str, Any]:
+        elapsed = time.perf_counter() - entry.t_arrived
+        audio_s = entry.audio_samples / self.vocoder.sample_rate
+        ttfa = None if entry.t_first_audio is None else entry.t_first_audio - entry.t_arrived
+        return event(
+            "response.done",
+            response_id=entry.req.response_id,
+            status="completed",
+            reason=str(reason),
+            text="".join(entry.text),
+            units=entry.units,
+            audio_seconds=round(audio_s, 4),
+            model_ttfa_ms=None if ttfa is None else round(ttfa * 1000, 2),
+            rtf=None if audio_s == 0 else round(elapsed / audio_s, 4),
+            blocks=entry.blocker.blocks_sent,
+        )
+
+    def close(self) -> None:
+        """Stop the compute thread (replica shutdown)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
