@@ -1,11 +1,34 @@
-"""The ``model`` section of the platform config."""
+"""The ``model`` section of the platform config: which model to build or load, and its limits."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelSection(BaseModel):
-    """Settings of the model workload. Fields are added by the code that reads them."""
+    """Settings of the OpenS2S model: preset, checkpoint, dtype, unit vocabulary, record limits."""
 
     model_config = ConfigDict(extra="forbid")
+
+    preset: Literal["tiny", "opens2s-8b"] = "tiny"
+    """Architecture to build when ``checkpoint`` is unset (tiny: random init, CPU seconds)."""
+    checkpoint: str | None = None
+    """A ``from_pretrained`` directory (exported by training or the released model)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+    seed: int = 0
+    unit_codebook_size: int = Field(1024, ge=2)
+    """Speech units of the TTS LM (ids 0..N-1; N ends speech). Must match the corpus tokenizer."""
+    unit_rate: float = Field(25.0, gt=0)
+    """Units per second of the speech tokenizer (informational for the model)."""
+    speaker_embedding_dim: int = Field(256, ge=1)
+    """Size of the speaker embedding fed to spk2tts (256 = resemblyzer)."""
+    interleave_strategy: str = "4:8"
+    """TEXT:SPEECH span lengths of the TTS LM input."""
+    max_text_tokens: int = Field(1024, ge=16)
+    """Longest record (text tokens, audio placeholders counted once) the encoder accepts."""
+    min_audio_seconds: float = Field(0.5, ge=0)
+    max_audio_seconds: float = Field(120.0, gt=0)
+    system_prompt: str = "You are a helpful assistant."

@@ -1,0 +1,80 @@
+"""OpenS2SConfig: the fields of the released OpenS2S ``config.json``, plus a few of ours.
+
+The released checkpoint's config holds three nested HF configs (``audio_encoder_config``,
+``llm_config``, ``tts_lm_config``), the adapter's ``conv_kernel_sizes`` / ``adapter_inner_dim`` and
+the ``interleave_strategy`` ("text:speech" span lengths). Fields we add (``spk_emb_dim``,
+``unit_vocab_size``, ``unit_rate``) default to the released model's values, so a released
+``config.json`` without them loads unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+
+class OpenS2SConfig(PreTrainedConfig):
+    """Config of the whole speech-to-speech model (audio encoder, adapter, LLM, TTS LM)."""
+
+    model_type = "omnispeech"
+    sub_configs_defaults = {
+        "audio_encoder_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="qwen2_audio_encoder"
+        ),
+        "llm_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen3"),
+        "tts_lm_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen3"),
+    }
+
+    audio_encoder_config: dict | PreTrainedConfig | None = None
+    llm_config: dict | PreTrainedConfig | None = None
+    tts_lm_config: dict | PreTrainedConfig | None = None
+    lora_config: dict | None = None
+    conv_kernel_sizes: str = "5,5"
+    adapter_inner_dim: int = 512
+    interleave_strategy: str = "4:8"
+    # Ours. The released TTS LM hard-codes a 512-d speaker projection (spk2tts).
+    spk_emb_dim: int = 512
+    # Speech units are ids 0..unit_vocab_size-1 of the TTS LM; the id unit_vocab_size ends speech.
+    unit_vocab_size: int = 16384
+    unit_rate: float = 12.5
+    # Text-tokenizer id of <|im_audio|>, the placeholder the adapter's embeddings replace; set
+    # from the tokenizer when a model is built or loaded (the released config has no such field).
+    audio_token_id: int | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        self.text_span, self.speech_span = parse_interleave_strategy(self.interleave_strategy)
+        kernels = [k for k in str(self.conv_kernel_sizes).split(",") if k.strip()]
+        if not kernels or not all(k.strip().isdigit() and int(k) % 2 == 1 for k in kernels):
+            raise ValueError(
+                f"conv_kernel_sizes={self.conv_kernel_sizes!r}: expected comma-separated odd "
+                "integers like '5,5'"
+            )
+        if self.tts_lm_config.vocab_size <= self.unit_vocab_size:
+            raise ValueError(
+                f"tts_lm_config.vocab_size={self.tts_lm_config.vocab_size} must exceed "
+                f"unit_vocab_size={self.unit_vocab_size} (the end-of-speech id is unit_vocab_size)"
+            )
+
+    @property
+    def tts_eos_token_id(self) -> int:
+        """TTS LM id that ends a speech-unit sequence (the first id after the units)."""
+        return self.unit_vocab_size
+
+    @property
+    def kernel_sizes(self) -> list[int]:
+        """``conv_kernel_sizes`` as a list of ints."""
+        return [int(k) for k in str(self.conv_kernel_sizes).split(",") if k.strip()]
+
+
+def parse_interleave_strategy(strategy: str) -> tuple[int, int]:
+    """Parse ``"t:s"`` (t text hidden states, then s units) into ``(t, s)``; both must be >= 1."""
+    parts = str(strategy).split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise ValueError(
+            f"interleave_strategy={strategy!r}: expected 'TEXT:SPEECH' with positive integers, "
+            "e.g. '4:8'"
+        )
+    return int(parts[0]), int(parts[1])
