@@ -8,7 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelSection(BaseModel):
-    """Settings of the OpenS2S model: preset, checkpoint, dtype, unit vocabulary, record limits."""
+    """Settings of the OpenS2S model: preset, checkpoint, dtype, record limits.
+
+    The tiny preset's unit vocabulary and unit rate are the audio section's ``codebook_size`` and
+    ``unit_rate`` (the speech tokenizer defines them).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -19,10 +23,6 @@ class ModelSection(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
     seed: int = 0
-    unit_codebook_size: int = Field(1024, ge=2)
-    """Speech units of the TTS LM (ids 0..N-1; N ends speech). Must match the corpus tokenizer."""
-    unit_rate: float = Field(25.0, gt=0)
-    """Units per second of the speech tokenizer (informational for the model)."""
     speaker_embedding_dim: int = Field(256, ge=1)
     """Size of the speaker embedding fed to spk2tts (256 = resemblyzer)."""
     interleave_strategy: str = "4:8"

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from opens2s.config.audio import AudioSection
 from opens2s.config.model import ModelSection
 from opens2s.model.configuration import OpenS2SConfig
 from opens2s.model.modeling import OpenS2SModel
@@ -17,9 +18,15 @@ PRESETS = ("tiny", "opens2s-8b")
 TTS_SPECIAL_IDS = 2
 
 
-def tiny_config(section: ModelSection | None = None) -> OpenS2SConfig:
-    """A random-init model of ~2 M parameters: trains on CPU in seconds, head_dim 32."""
+def tiny_config(
+    section: ModelSection | None = None, audio: AudioSection | None = None
+) -> OpenS2SConfig:
+    """A random-init model of ~1.5 M parameters: trains on CPU in seconds, head_dim 32.
+
+    Its unit vocabulary and rate are the speech tokenizer's (``audio.codebook_size``/``unit_rate``).
+    """
     s = section or ModelSection()
+    a = audio or AudioSection()
     tok = build_tokenizer("tiny")
     # Untied embeddings and a wider init give a random model varied (not constant) output.
     lm = dict(
@@ -46,13 +53,13 @@ def tiny_config(section: ModelSection | None = None) -> OpenS2SConfig:
             max_source_positions=1500,
         ),
         llm_config=dict(lm, vocab_size=len(tok)),
-        tts_lm_config=dict(lm, vocab_size=s.unit_codebook_size + TTS_SPECIAL_IDS),
+        tts_lm_config=dict(lm, vocab_size=a.codebook_size + TTS_SPECIAL_IDS),
         conv_kernel_sizes="5,5",
         adapter_inner_dim=256,
         interleave_strategy=s.interleave_strategy,
         spk_emb_dim=s.speaker_embedding_dim,
-        unit_vocab_size=s.unit_codebook_size,
-        unit_rate=s.unit_rate,
+        unit_vocab_size=a.codebook_size,
+        unit_rate=a.unit_rate,
         audio_token_id=tok.convert_tokens_to_ids(AUDIO_TOKEN),
     )
 
@@ -112,10 +119,12 @@ def opens2s_8b_config() -> OpenS2SConfig:
     )
 
 
-def preset_config(preset: str, section: ModelSection | None = None) -> OpenS2SConfig:
+def preset_config(
+    preset: str, section: ModelSection | None = None, audio: AudioSection | None = None
+) -> OpenS2SConfig:
     """Config of a named preset."""
     if preset == "tiny":
-        return tiny_config(section)
+        return tiny_config(section, audio)
     if preset == "opens2s-8b":
         return opens2s_8b_config()
     raise ValueError(f"unknown model preset {preset!r}: expected one of {list(PRESETS)}")
@@ -128,9 +137,10 @@ def build_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     section: ModelSection | None = None,
+    audio: AudioSection | None = None,
 ) -> OpenS2SModel:
     """Random-init model of a preset; ``device="meta"`` builds it without allocating weights."""
-    config = preset_config(preset, section)
+    config = preset_config(preset, section, audio)
     torch.manual_seed(seed)
     with torch.device(device):
         model = OpenS2SModel(config)
@@ -156,7 +166,9 @@ def load_model(
     return model.to(device).eval(), tokenizer
 
 
-def model_from_section(section: ModelSection) -> tuple[OpenS2SModel, PreTrainedTokenizerFast]:
+def model_from_section(
+    section: ModelSection, audio: AudioSection | None = None
+) -> tuple[OpenS2SModel, PreTrainedTokenizerFast]:
     """The model the config asks for: ``checkpoint`` if set, else a random-init ``preset``."""
     dtype = getattr(torch, section.dtype)
     if section.checkpoint:
@@ -167,6 +179,11 @@ def model_from_section(section: ModelSection) -> tuple[OpenS2SModel, PreTrainedT
             "local model directory"
         )
     model = build_model(
-        section.preset, seed=section.seed, device=section.device, dtype=dtype, section=section
+        section.preset,
+        seed=section.seed,
+        device=section.device,
+        dtype=dtype,
+        section=section,
+        audio=audio,
     )
     return model, build_tokenizer("tiny")
