@@ -94,8 +94,11 @@ class ServeSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_dir: str | None = None
-    """An exported model directory (local path or s3://); None serves ``preset`` (random init)."""
-    preset: str = "tiny"
+    """An exported model directory (local path or s3://); None falls back to ``model.checkpoint``,
+    then to ``model.preset`` (random init, with ``unit_tokenizer`` for the vocoder)."""
+    unit_tokenizer: str | None = None
+    """The unit tokenizer (``tokenizer.npz``) the vocoder inverts when the model directory holds
+    none (``units/tokenizer.npz``); None with a preset fits a small one at replica start."""
     app_name: str = "opens2s"
     route_prefix: str = "/"
     host: str = "127.0.0.1"
@@ -110,6 +113,5 @@ class ServeSection(BaseModel):
     vocoder_blocks: VocoderBlocks = VocoderBlocks()
     auth_token: str | None = None
     """Bearer token required on every route but / and /healthz; None disables auth."""
-    system_prompt: str = "You are a helpful assistant."
     decode_threads: int = Field(1, ge=1)
     """torch threads of a model replica (replicas share the host's cores)."""
