@@ -1,0 +1,65 @@
+"""The KubeRay RayService: the Serve application on its own RayCluster, upgraded without downtime.
+
+``serveConfigV2`` is a Ray Serve config (``serve deploy`` format) whose one application is the
+OpenS2S app builder; its args point at the mounted platform config, so the replicas read the very
+serve section (model_dir, autoscaling, limits) the user wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from opens2s.cluster.raycluster import config_path, labels, raycluster_spec
+from opens2s.cluster.rayjob import runtime_env
+from opens2s.config import PlatformConfig
+
+APP_IMPORT_PATH = "opens2s.serving.app:app_builder"
+
+
+def serve_config(cfg: PlatformConfig) -> dict[str, Any]:
+    """The Ray Serve config (``serve deploy`` schema) for the platform's application."""
+    s = cfg.serve
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "0.0.0.0", "port": s.port},
+        "applications": [
+            {
+                "name": s.app_name,
+                "route_prefix": s.route_prefix,
+                "import_path": APP_IMPORT_PATH,
+                "args": {"config": config_path(cfg.cluster)},
+                "runtime_env": runtime_env(cfg),
+            }
+        ],
+    }
+
+
+def _upgrade_strategy(cfg: PlatformConfig) -> dict[str, Any]:
+    o = cfg.cluster.service
+    strategy: dict[str, Any] = {"type": o.upgrade_strategy}
+    if o.upgrade_strategy == "NewClusterWithIncrementalUpgrade":
+        strategy["clusterUpgradeOptions"] = {
+            "gatewayClassName": o.gateway_class_name,
+            "stepSizePercent": o.step_size_percent,
+            "intervalSeconds": o.interval_seconds,
+            "maxSurgePercent": o.max_surge_percent,
+        }
+    return strategy
+
+
+def render_rayservice(cfg: PlatformConfig) -> dict[str, Any]:
+    """The RayService named ``<cluster.name>-serve``."""
+    c = cfg.cluster
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": f"{c.name}-serve", "namespace": c.namespace, "labels": labels(c)},
+        "spec": {
+            "serveConfigV2": yaml.safe_dump(serve_config(cfg), sort_keys=False),
+            "upgradeStrategy": _upgrade_strategy(cfg),
+            "deploymentUnhealthySecondThreshold": c.service.deployment_unhealthy_threshold_seconds,
+            "rayClusterConfig": raycluster_spec(cfg),
+        },
+    }
