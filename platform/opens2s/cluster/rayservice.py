@@ -1,8 +1,9 @@
 """The KubeRay RayService: the Serve application on its own RayCluster, upgraded without downtime.
 
 ``serveConfigV2`` is a Ray Serve config (``serve deploy`` format) whose one application is the
-OpenS2S app builder; its args point at the mounted platform config, so the replicas read the very
-serve section (model_dir, autoscaling, limits) the user wrote.
+serving part's own entry (``opens2s.serving.app.serve_application_entry``): the app builder with
+the platform config inline, so the replicas read the very serve section (model_dir, autoscaling,
+limits) the user wrote.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from typing import Any
 
 import yaml
 
-from opens2s.cluster.raycluster import config_path, labels, raycluster_spec
+from opens2s.cluster.raycluster import labels, raycluster_spec
 from opens2s.cluster.rayjob import runtime_env
 from opens2s.config import PlatformConfig
-
-APP_IMPORT_PATH = "opens2s.serving.app:app_builder"
+from opens2s.serving.app import serve_application_entry
 
 
 def serve_config(cfg: PlatformConfig) -> dict[str, Any]:
@@ -24,15 +24,7 @@ def serve_config(cfg: PlatformConfig) -> dict[str, Any]:
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": s.port},
-        "applications": [
-            {
-                "name": s.app_name,
-                "route_prefix": s.route_prefix,
-                "import_path": APP_IMPORT_PATH,
-                "args": {"config": config_path(cfg.cluster)},
-                "runtime_env": runtime_env(cfg),
-            }
-        ],
+        "applications": [{**serve_application_entry(cfg), "runtime_env": runtime_env(cfg)}],
     }
 
 
