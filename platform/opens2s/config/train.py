@@ -1,11 +1,109 @@
-"""The ``train`` section of the platform config."""
+"""The ``train`` section of the platform config: Ray Train + DeepSpeed settings.
+
+Defaults are the tiny laptop run (2 CPU workers, a few steps). The large-scale OpenS2S recipe
+(ZeRO-1, AdamW, global batch 512, clip 1.0, weight decay 0.05, warmup then linear decay) is spelled
+out in ``docs/training.md``.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Stage = Literal["align", "finetune"]
+
+
+class LoraSection(BaseModel):
+    """Low-rank adapters on the LLM's linear layers (peft); merged into the weights on export."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(8, gt=0)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    """Names of the LLM's linear layers that get adapters."""
 
 
 class TrainSection(BaseModel):
-    """Settings of the train workload. Fields are added by the code that reads them."""
+    """Settings of the train workload (read by ``opens2s.train``)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    # What to train, from where
+    stages: list[Stage] = ["finetune"]
+    """Stages run in order; each later stage starts from the previous stage's final weights.
+    ``align``: audio adapter + llm2tts/llm_ln + spk2tts/spk_ln; ``finetune``: adapter + LLM +
+    TTS LM (+ the bridges). The audio encoder stays frozen in both. The first stage starts from
+    the ``model`` section (``model.checkpoint`` directory, else a random ``model.preset``)."""
+    corpus: str | None = None
+    """Corpus root (local or s3://) holding ``shards/*.jsonl``; None: ``<run_dir>/corpus``."""
+    materialize_corpus: bool = True
+    """Encode the corpus once and keep it in Ray's object store for every epoch (small corpora);
+    false streams it and re-encodes each epoch (corpora larger than the object store)."""
+    lora: LoraSection | None = None
+    """LoRA on the LLM (finetune stage); None trains the LLM's full weights."""
+
+    # DeepSpeed
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    offload_optimizer: bool = False
+    """ZeRO optimizer state in host memory (DeepSpeedCPUAdam; compiles cpu_adam once)."""
+    offload_params: bool = False
+    """ZeRO-3 parameters in host memory."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto: bf16 on GPU, fp32 on CPU."""
+
+    # Optimisation
+    lr: float = Field(1e-3, gt=0)
+    min_lr: float = Field(0.0, ge=0)
+    """Learning rate at the start of warmup; the decay ends at 0 after max_steps."""
+    warmup_steps: int = Field(2, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = Field(1.0, gt=0)
+    micro_batch_size: int = Field(2, gt=0)
+    """Samples per worker per forward pass."""
+    grad_accum_steps: int = Field(1, gt=0)
+    """Global batch = micro_batch_size x grad_accum_steps x num_workers."""
+    max_steps: int = Field(20, gt=0)
+    """Optimizer steps per stage."""
+    seed: int = 0
+
+    # Checkpoints and fault tolerance
+    checkpoint_every: int = Field(10, gt=0)
+    """Optimizer steps between checkpoints (one is always written at the end)."""
+    keep_last: int = Field(2, gt=0)
+    max_failures: int = Field(2, ge=-1)
+    """Worker-group restarts Ray Train allows (-1: unlimited)."""
+
+    # Workers
+    num_workers: int = Field(2, gt=0)
+    cpus_per_worker: float = Field(0.5, gt=0)
+    """Fractional on a laptop so that Ray Data's encode tasks still get CPUs."""
+    use_gpu: bool = False
+
+    # Output
+    export: bool = True
+    """Export the last stage's final checkpoint to ``<run_dir>/model`` (save_pretrained dir)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainSection:
+        if not self.stages:
+            raise ValueError("train.stages is empty; give at least one of: align, finetune")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError(
+                f"train.offload_params needs zero_stage 3, got zero_stage {self.zero_stage}"
+            )
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("train.offload_optimizer needs zero_stage 1, 2 or 3, got 0")
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(
+                f"train.warmup_steps ({self.warmup_steps}) must be below "
+                f"train.max_steps ({self.max_steps})"
+            )
+        return self
+
+    def global_batch_size(self) -> int:
+        """Samples per optimizer step over all workers."""
+        return self.micro_batch_size * self.grad_accum_steps * self.num_workers

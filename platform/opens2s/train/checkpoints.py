@@ -1,0 +1,83 @@
+"""Training checkpoints: every rank's DeepSpeed (ZeRO) state plus what resuming and export need.
+
+A checkpoint directory holds, under the DeepSpeed tag ``zero``, the model states file(s) and one
+ZeRO optimizer shard per rank (each rank writes its own files into a local directory; Ray Train
+uploads them all into the same ``checkpoint-<step>`` directory of run storage). Rank 0 adds
+``opens2s_train.json`` (stage, step, LoRA settings), ``model_config/`` (the OpenS2S config) and
+``tokenizer/``, so that a checkpoint alone is enough to export a ``from_pretrained`` directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from opens2s.config.train import LoraSection
+
+TAG = "zero"
+META_FILE = "opens2s_train.json"
+MODEL_CONFIG_DIR = "model_config"
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Where training stands: optimizer steps done and the data position (epoch, micro-batches
+    of this epoch already consumed by each worker)."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+def dir_name(step: int) -> str:
+    """Name of the checkpoint directory for ``step`` in run storage."""
+    return f"checkpoint-{step:07d}"
+
+
+def save(
+    engine: Any,
+    directory: Path,
+    state: TrainState,
+    *,
+    stage: str,
+    lora: LoraSection | None,
+    tokenizer: Any,
+    rank: int,
+) -> None:
+    """Write this rank's part of the checkpoint into ``directory`` (collective: all ranks call)."""
+    engine.save_checkpoint(str(directory), tag=TAG, client_state={"train_state": asdict(state)})
+    if rank == 0:
+        module = engine.module
+        module.config.save_pretrained(str(directory / MODEL_CONFIG_DIR))
+        tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
+        meta = {
+            "stage": stage,
+            "tag": TAG,
+            "zero_stage": engine.zero_optimization_stage(),
+            "lora": lora.model_dump() if lora is not None else None,
+            **asdict(state),
+        }
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def load(engine: Any, directory: Path) -> TrainState:
+    """Restore weights, optimizer, scheduler and the data position from ``directory``."""
+    path, client_state = engine.load_checkpoint(
+        str(directory), tag=TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+    )
+    if path is None or client_state is None:
+        raise FileNotFoundError(f"{directory} holds no DeepSpeed checkpoint under tag {TAG!r}")
+    return TrainState(**client_state["train_state"])
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    """The ``opens2s_train.json`` of a checkpoint directory."""
+    meta_path = Path(directory) / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{directory} is not an opens2s training checkpoint (no {META_FILE})"
+        )
+    return json.loads(meta_path.read_text())

@@ -1,0 +1,81 @@
+"""DeepSpeed config generated from the ``train`` section, and the CPU set-up DeepSpeed needs.
+
+One function turns :class:`~opens2s.config.TrainSection` into the dict ``deepspeed.initialize``
+takes: ZeRO stage and offload, precision (bf16 on GPU, fp32 on CPU), batch sizes and gradient
+accumulation, clipping, AdamW and the warmup-then-linear-decay schedule OpenS2S trained with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opens2s.config.train import TrainSection
+
+
+def deepspeed_config(train: TrainSection, *, world_size: int, on_gpu: bool) -> dict[str, Any]:
+    """The DeepSpeed config for ``world_size`` workers.
+
+    The optimizer is AdamW: torch's implementation on CPU without offload (DeepSpeed's FusedAdam
+    would JIT-compile a CUDA op), DeepSpeedCPUAdam with optimizer offload, FusedAdam on GPU.
+    """
+    bf16 = train.precision == "bf16" or (train.precision == "auto" and on_gpu)
+    if bf16 and not on_gpu:
+        # bf16 matmuls on CPU are slow and the ZeRO bf16 optimizer is only tested on accelerators.
+        raise ValueError("train.precision bf16 needs use_gpu: true; use fp32 or auto on CPU")
+    offload = train.offload_optimizer
+    optimizer_params: dict[str, Any] = {
+        "lr": train.lr,
+        "betas": list(train.betas),
+        "eps": 1e-8,
+        "weight_decay": train.weight_decay,
+    }
+    if not on_gpu and not offload:
+        optimizer_params["torch_adam"] = True
+    zero: dict[str, Any] = {"stage": train.zero_stage}
+    if train.zero_stage > 0:
+        zero.update(
+            {
+                "overlap_comm": False,
+                "contiguous_gradients": True,
+                "reduce_scatter": True,
+            }
+        )
+    if offload:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
+    if train.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
+    return {
+        "train_micro_batch_size_per_gpu": train.micro_batch_size,
+        "gradient_accumulation_steps": train.grad_accum_steps,
+        "train_batch_size": train.micro_batch_size * train.grad_accum_steps * world_size,
+        "gradient_clipping": train.grad_clip,
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": bf16},
+        "fp16": {"enabled": False},
+        "optimizer": {"type": "AdamW", "params": optimizer_params},
+        "scheduler": {
+            "type": "WarmupDecayLR",
+            "params": {
+                "warmup_min_lr": train.min_lr,
+                "warmup_max_lr": train.lr,
+                "warmup_num_steps": train.warmup_steps,
+                "warmup_type": "linear",
+                "total_num_steps": train.max_steps,
+            },
+        },
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def skip_shm_comm_build() -> None:
+    """Keep DeepSpeed on plain gloo collectives on CPU.
+
+    At ``initialize`` on the CPU accelerator DeepSpeed JIT-compiles its shared-memory
+    all-reduce op (~45-50 s per fresh machine). Marking the op incompatible makes DeepSpeed skip
+    it and use torch.distributed (gloo), which is all two CPU workers need.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False

@@ -1,0 +1,228 @@
+"""The training loop that runs in every Ray Train worker.
+
+Read top to bottom, one worker does: build the model (preset or saved directory), freeze what the
+stage does not train, wrap it in DeepSpeed, restore the latest checkpoint if Ray Train hands one
+over (step, optimizer, scheduler, data position), then for each micro-batch of its data shard:
+forward, backward, step; every optimizer step it reports metrics, every ``checkpoint_every`` steps
+and at the end it saves its ZeRO shard and reports the checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from opens2s.config.model import ModelSection
+from opens2s.config.train import Stage, TrainSection
+from opens2s.train import checkpoints
+from opens2s.train.data import iter_micro_batches
+from opens2s.train.deepspeed_config import deepspeed_config, skip_shm_comm_build
+from opens2s.train.metrics import MetricsLog
+from opens2s.train.model_source import build_initial_model
+from opens2s.train.stages import add_lora, apply_stage
+
+MODEL_INPUT_EXCLUDE = ("ids",)
+
+
+@dataclass(frozen=True)
+class KillWorker:
+    """Fault injection for tests and drills: SIGKILL rank ``rank``'s process after ``step``.
+
+    Only on the first attempt: the marker file records that the kill happened.
+    """
+
+    rank: int
+    step: int
+    marker: str
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Everything a worker needs, picklable (passed as ``train_loop_config``)."""
+
+    train: TrainSection
+    stage: Stage
+    source: ModelSection
+    metrics_uri: str
+    kill: KillWorker | None = None
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point: one worker's share of the stage (see module docstring)."""
+    import deepspeed
+    import ray.train
+
+    cfg: LoopConfig = config["loop"]
+    train = cfg.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    on_gpu = train.use_gpu and torch.cuda.is_available()
+    torch.manual_seed(train.seed)
+    if not on_gpu:
+        skip_shm_comm_build()
+
+    # 1. Model, stage freeze set, optional LoRA.
+    model, tokenizer = build_initial_model(cfg.source)
+    apply_stage(model, cfg.stage)
+    if train.lora is not None and cfg.stage == "finetune":
+        add_lora(model, train.lora)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in trainable)  # before ZeRO-3 partitions them
+
+    # 2. DeepSpeed engine (optimizer and LR schedule from the generated config).
+    ds_config = deepspeed_config(train, world_size=world, on_gpu=on_gpu)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=trainable, config=ds_config
+    )
+
+    # 3. Resume from the checkpoint Ray Train hands over, if any.
+    state = checkpoints.TrainState()
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as ckpt_dir:
+            state = checkpoints.load(engine, Path(ckpt_dir))
+    start_step = state.step
+    log = MetricsLog.resume(cfg.metrics_uri, start_step) if rank == 0 else None
+    if rank == 0:
+        where = f"resumed at step {start_step}" if ckpt is not None else "from the start"
+        print(
+            f"[train:{cfg.stage}] {world} workers, ZeRO-{train.zero_stage}, "
+            f"{n_trainable:,} trainable params, {where}",
+            flush=True,
+        )
+
+    # 4. The loop: micro-batches -> optimizer steps, epoch after epoch until max_steps.
+    shard = ray.train.get_dataset_shard("train")
+    device = engine.device
+    step, epoch, batch_in_epoch = state.step, state.epoch, state.batch_in_epoch
+    sums = _LossSums()
+    t_step = time.perf_counter()
+    while step < train.max_steps:
+        seen_in_epoch = 0
+        for batch in iter_micro_batches(shard, train.micro_batch_size, skip=batch_in_epoch):
+            seen_in_epoch += 1
+            batch_in_epoch += 1
+            inputs = {
+                k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                for k, v in batch.items()
+                if k not in MODEL_INPUT_EXCLUDE
+            }
+            out = engine(**inputs)
+            engine.backward(out.loss)
+            lr = float(engine.get_lr()[0])  # the rate this optimizer step uses
+            engine.step()
+            sums.add(out, len(batch["ids"]))
+            if sums.micro_batches < train.grad_accum_steps:
+                continue
+
+            # One optimizer step done.
+            step += 1
+            metrics = sums.reduce(world)
+            sums = _LossSums()
+            elapsed = time.perf_counter() - t_step
+            metrics.update(
+                step=step,
+                epoch=epoch,
+                lr=lr,
+                step_time_s=elapsed,
+                samples_per_s=metrics.pop("samples") / elapsed,
+                start_step=start_step,
+            )
+            state = checkpoints.TrainState(step=step, epoch=epoch, batch_in_epoch=batch_in_epoch)
+            if log is not None:
+                log.append(metrics)
+                _print_progress(cfg.stage, metrics, train.max_steps)
+            if step % train.checkpoint_every == 0 or step == train.max_steps:
+                if log is not None:
+                    log.flush()
+                _save_and_report(engine, tokenizer, state, metrics, cfg, rank)
+            else:
+                ray.train.report(metrics)
+            if cfg.kill is not None and cfg.kill.rank == rank and cfg.kill.step == step:
+                _kill_once(cfg.kill)
+            t_step = time.perf_counter()
+            if step >= train.max_steps:
+                break
+        if step >= train.max_steps:
+            break
+        if seen_in_epoch == 0:
+            raise RuntimeError(
+                f"worker {rank}'s data shard holds fewer than micro_batch_size="
+                f"{train.micro_batch_size} samples: the corpus is too small for "
+                f"{world} workers (check the skipped-record counts)"
+            )
+        epoch, batch_in_epoch = epoch + 1, 0
+
+
+class _LossSums:
+    """Losses of the micro-batches of one optimizer step, averaged over workers at the step."""
+
+    def __init__(self) -> None:
+        self.loss = self.llm = self.tts = 0.0
+        self.samples = 0
+        self.micro_batches = 0
+
+    def add(self, out: Any, samples: int) -> None:
+        self.loss += float(out.loss.detach())
+        self.llm += float(out.llm_loss)
+        self.tts += float(out.tts_loss)
+        self.samples += samples
+        self.micro_batches += 1
+
+    def reduce(self, world: int) -> dict[str, float]:
+        n = max(self.micro_batches, 1)
+        t = torch.tensor([self.loss / n, self.llm / n, self.tts / n, float(self.samples)])
+        if dist.is_initialized():
+            dist.all_reduce(t)
+        loss, llm, tts = (t[:3] / world).tolist()
+        return {"loss": loss, "llm_loss": llm, "tts_loss": tts, "samples": float(t[3])}
+
+
+def _save_and_report(
+    engine: Any,
+    tokenizer: Any,
+    state: checkpoints.TrainState,
+    metrics: dict[str, Any],
+    cfg: LoopConfig,
+    rank: int,
+) -> None:
+    """Every rank saves its ZeRO shard into a local directory; Ray Train merges and uploads them."""
+    import ray.train
+
+    local = Path(tempfile.mkdtemp(prefix=f"opens2s-ckpt-{state.step}-r{rank}-"))
+    checkpoints.save(
+        engine, local, state, stage=cfg.stage, lora=cfg.train.lora, tokenizer=tokenizer, rank=rank
+    )
+    ray.train.report(
+        metrics,
+        checkpoint=ray.train.Checkpoint.from_directory(str(local)),
+        checkpoint_dir_name=checkpoints.dir_name(state.step),
+    )
+    shutil.rmtree(local, ignore_errors=True)
+
+
+def _kill_once(kill: KillWorker) -> None:
+    marker = Path(kill.marker)
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(os.getpid()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _print_progress(stage: str, m: dict[str, Any], max_steps: int) -> None:
+    print(
+        f"[train:{stage}] step {m['step']}/{max_steps} loss {m['loss']:.4f} "
+        f"(llm {m['llm_loss']:.4f}, tts {m['tts_loss']:.4f}) lr {m['lr']:.2e} "
+        f"{m['samples_per_s']:.1f} samples/s",
+        flush=True,
+    )

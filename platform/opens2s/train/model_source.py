@@ -1,0 +1,38 @@
+"""The weights a training stage starts from: the ``model`` section (a checkpoint directory, local
+or s3://, else a random-init preset), and the config + tokenizer the data pipeline encodes with."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+from opens2s import storage
+from opens2s.config.model import ModelSection
+
+
+def _local_checkpoint(section: ModelSection) -> ModelSection:
+    """The section with an s3:// checkpoint fetched to a local directory (workers read files)."""
+    update: dict[str, Any] = {"dtype": "float32", "device": "cpu"}
+    if section.checkpoint and storage.is_s3(section.checkpoint):
+        local = tempfile.mkdtemp(prefix="opens2s-init-")
+        update["checkpoint"] = str(storage.copy_to_local(section.checkpoint, local))
+    return section.model_copy(update=update)
+
+
+def build_initial_model(section: ModelSection) -> tuple[Any, Any]:
+    """(model, tokenizer) to train: fp32 master weights on CPU; DeepSpeed moves and casts them."""
+    from opens2s.model import model_from_section
+
+    return model_from_section(_local_checkpoint(section))
+
+
+def config_and_tokenizer(section: ModelSection) -> tuple[Any, Any]:
+    """(OpenS2SConfig, tokenizer) of the model, without building its weights."""
+    from opens2s.model import OpenS2SConfig, build_tokenizer
+    from opens2s.model.presets import preset_config
+    from opens2s.model.tokenizer import load_tokenizer
+
+    section = _local_checkpoint(section)
+    if section.checkpoint:
+        return OpenS2SConfig.from_pretrained(section.checkpoint), load_tokenizer(section.checkpoint)
+    return preset_config(section.preset, section), build_tokenizer(section.preset)
