@@ -1,11 +1,138 @@
-"""The ``data`` section of the platform config."""
+"""The ``data`` section of the platform config: corpus construction, one typed block per stage.
+
+Stages run in this order (``opens2s.data.pipeline``): scenarios -> writer -> validation ->
+render -> units -> filters -> output. Each block below is the typed config of one stage; the stage
+modules in ``opens2s.data`` read their defaults from here only. Speech settings (sample rate,
+assistant voice, codebook size, clipping threshold) are in the ``audio`` section.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Stage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScenarioSettings(_Stage):
+    """What to talk about: emotion x intensity x situation x persona x user speaker, seeded."""
+
+    num_dialogues: int = Field(50, gt=0)
+    """How many dialogues (samples) the corpus holds."""
+    seed: int = 0
+    """Same seed (and settings) -> same scenarios and the same sample ids."""
+    emotions: list[str] | None = None
+    """Emotions to balance over; None = every emotion the TTS can render (audio.tts.EMOTIONS)."""
+    intensities: list[float] = Field(default_factory=lambda: [0.5, 1.0])
+    """Emotion intensities to draw from (1.0 = the full prosody profile)."""
+    situations: list[str] | None = None
+    """Situation names to draw from; None = the built-in bank (opens2s.data.content)."""
+    personas: list[str] | None = None
+    """Persona names to draw from; None = the built-in bank (opens2s.data.content)."""
+    user_speakers: list[str] | None = None
+    """TTS speakers for user turns; None = every TTS speaker except the assistant's."""
+    min_exchanges: int = Field(1, ge=1)
+    """Fewest user/assistant exchanges in a dialogue."""
+    max_exchanges: int = Field(2, ge=1)
+    """Most user/assistant exchanges in a dialogue."""
+
+    @model_validator(mode="after")
+    def _exchanges_ordered(self) -> ScenarioSettings:
+        if self.min_exchanges > self.max_exchanges:
+            raise ValueError(
+                f"min_exchanges ({self.min_exchanges}) must be <= max_exchanges "
+                f"({self.max_exchanges})"
+            )
+        return self
+
+
+class WriterSettings(_Stage):
+    """Who writes the dialogue scripts: the offline template writer or an instruct LLM."""
+
+    kind: Literal["template", "llm"] = "template"
+    backend: Literal["transformers", "vllm"] = "transformers"
+    """LLM backend: transformers on CPU, vLLM through ray.data.llm where GPUs exist."""
+    model_path: str | None = None
+    """Local directory of an instruct LM (HF format). None with transformers = the random-init
+    tiny model of opens2s.model (garbage output: exercises retry and quarantine)."""
+    max_new_tokens: int = Field(256, gt=0)
+    temperature: float = Field(0.8, ge=0)
+    max_attempts: int = Field(3, ge=1)
+    """Generations per dialogue before a malformed answer is quarantined."""
+    batch_size: int = Field(8, gt=0)
+    """Prompts per LLM batch."""
+    gpus_per_worker: float = Field(1.0, ge=0)
+    """GPUs per vLLM engine replica (0 = run the engine on CPU)."""
+    vllm_engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra vLLM engine arguments (max_model_len, tensor_parallel_size, ...)."""
+
+
+class ValidationSettings(_Stage):
+    """What a script must look like before it is spoken."""
+
+    min_words_per_turn: int = Field(2, ge=1)
+    max_words_per_turn: int = Field(80, ge=1)
+    min_english_ratio: float = Field(0.5, ge=0, le=1)
+    """Share of a turn's words that must be common English words or plain ASCII words."""
+
+
+class RenderSettings(_Stage):
+    """How turns become audio (voices come from the audio section)."""
+
+    audio_format: Literal["flac", "wav"] = "flac"
+    batch_size: int = Field(4, gt=0)
+    """Dialogues per rendering batch."""
+
+
+class UnitSettings(_Stage):
+    """Assistant audio -> discrete units."""
+
+    tokenizer_path: str | None = None
+    """An existing unit tokenizer (tokenizer.npz, local or s3://). None = fit one on a sample of
+    rendered assistant audio and keep it at <corpus>/units/tokenizer.npz (reused on rerun)."""
+    fit_dialogues: int = Field(12, gt=0)
+    """Dialogues rendered to fit the tokenizer when none is given."""
+
+
+class FilterSettings(_Stage):
+    """Audio checks; a failing dialogue is quarantined with the check's name and measurement."""
+
+    min_turn_seconds: float = Field(0.5, ge=0)
+    max_turn_seconds: float = Field(30.0, gt=0)
+    max_silence_ratio: float = Field(0.7, ge=0, le=1)
+    """Largest share of 20 ms frames quieter than silence_db."""
+    silence_db: float = -40.0
+    """Frame level (dBFS, RMS) below which a frame counts as silence."""
+    max_wer: float | None = None
+    """Largest ASR word error rate between script and audio; None = ASR check off."""
+
+
+class OutputSettings(_Stage):
+    """Where and how the corpus is written."""
+
+    uri: str | None = None
+    """Corpus root (local path or s3://); None = <run_dir>/corpus."""
+    shard_size: int = Field(10, gt=0)
+    """Dialogues per shard (the unit of resumption: a finished shard is never redone)."""
 
 
 class DataSection(BaseModel):
-    """Settings of the data workload. Fields are added by the code that reads them."""
+    """Settings of the corpus-construction workload."""
 
     model_config = ConfigDict(extra="forbid")
+
+    workers: int = Field(2, gt=0)
+    """Parallel Ray workers per heavy stage (writer, render, units, filters)."""
+    max_failed_blocks: int = Field(8, ge=0)
+    """Ray Data blocks that may fail (a worker crash) before the job stops; their dialogues are
+    quarantined as lost."""
+    scenarios: ScenarioSettings = ScenarioSettings()
+    writer: WriterSettings = WriterSettings()
+    validation: ValidationSettings = ValidationSettings()
+    render: RenderSettings = RenderSettings()
+    units: UnitSettings = UnitSettings()
+    filters: FilterSettings = FilterSettings()
+    output: OutputSettings = OutputSettings()

@@ -1,0 +1,244 @@
+"""Stage 7, output: audio files, OpenS2S records, manifest and quarantine parts, one shard at a time.
+
+Layout under the corpus root (local path or s3://)::
+
+    shards/shard-00000.jsonl        OpenS2S records of the shard's kept dialogues
+    audio/<id>/<turn>_<role>.flac   rendered turns (user audio is what the records point to)
+    parts/manifest/shard-00000.parquet, parts/quarantine/shard-00000.jsonl   per-shard parts
+    manifest.parquet, quarantine.jsonl, summary.json    merged at the end of every run
+    units/tokenizer.npz             the unit tokenizer that made speech_units
+
+A shard is committed by writing its JSONL last, after its audio and its parts: a shard whose JSONL
+exists is complete, and a rerun skips it. Everything else is rewritten identically on a rerun
+(deterministic ids and paths), so a killed run leaves nothing that a rerun would duplicate.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from opens2s import storage
+from opens2s.config.data import RenderSettings
+from opens2s.data.sample import Sample
+
+STAGE = "output"
+SHARDS_DIR = "shards"
+AUDIO_DIR = "audio"
+MANIFEST_PARTS = "parts/manifest"
+QUARANTINE_PARTS = "parts/quarantine"
+MANIFEST = "manifest.parquet"
+QUARANTINE = "quarantine.jsonl"
+SUMMARY = "summary.json"
+UNIT_TOKENIZER = "units/tokenizer.npz"
+BUILD_CONFIG = "build_config.json"
+
+
+def shard_name(shard: int) -> str:
+    """``shard-00012``."""
+    return f"shard-{shard:05d}"
+
+
+def shard_uri(root: str, shard: int) -> str:
+    """Where the records of ``shard`` live."""
+    return storage.join(root, SHARDS_DIR, shard_name(shard) + ".jsonl")
+
+
+def completed_shards(root: str) -> set[int]:
+    """Shards whose JSONL exists (committed) under ``root``."""
+    done = set()
+    for uri in storage.list_prefix(storage.join(root, SHARDS_DIR)):
+        name = uri.rsplit("/", 1)[-1]
+        if name.startswith("shard-") and name.endswith(".jsonl"):
+            done.add(int(name[len("shard-") : -len(".jsonl")]))
+    return done
+
+
+def encode_audio(wave: np.ndarray, sr: int, fmt: str) -> bytes:
+    """A wave as FLAC or WAV bytes (16-bit)."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wave, -1.0, 1.0), sr, format=fmt.upper(), subtype="PCM_16")
+    return buf.getvalue()
+
+
+class AudioWriter:
+    """Writes the turns of kept samples under ``<root>/audio/<id>/`` and drops the waves."""
+
+    def __init__(self, root: str, render: RenderSettings) -> None:
+        self.root = root
+        self.fmt = render.audio_format
+
+    def __call__(self, samples: list[Sample]) -> list[Sample]:
+        """Write audio of every live sample; a storage failure quarantines that sample."""
+        for s in samples:
+            if not s.ok:
+                continue
+            try:
+                for i, turn in enumerate(s.turns):
+                    rel = f"{AUDIO_DIR}/{s.id}/{i:02d}_{turn.role}.{self.fmt}"
+                    data = encode_audio(s.waves[i], s.sample_rate, self.fmt)
+                    storage.write_bytes(storage.join(self.root, *rel.split("/")), data)
+                    turn.audio = rel
+            except Exception as e:
+                s.drop(STAGE, f"writing audio failed: {type(e).__name__}: {e}")
+            s.waves = {}
+        return samples
+
+
+def units_text(units: list[int]) -> str:
+    """Unit ids as OpenS2S speech-unit tokens: ``<|audio_12|><|audio_7|>``."""
+    return "".join(f"<|audio_{int(u)}|>" for u in units)
+
+
+def record_for(sample: Sample, assistant_spk_emb: str = "") -> dict[str, Any]:
+    """The OpenS2S training record of a kept sample (paths relative to the corpus root)."""
+    messages = []
+    for turn in sample.turns:
+        if turn.role == "user":
+            item = {"text": "", "audio": turn.audio, "speech_units": "", "spk_emb": ""}
+        else:
+            item = {
+                "text": turn.text,
+                "audio": "",
+                "speech_units": units_text(turn.units),
+                "spk_emb": assistant_spk_emb,
+            }
+        messages.append({"role": turn.role, "content": [item]})
+    return {"id": sample.id, "messages": messages}
+
+
+def manifest_row(sample: Sample) -> dict[str, Any]:
+    """One manifest row: who, what emotion, how long, what the filters measured."""
+    sc = sample.scenario
+    user = sum(t.seconds for t in sample.turns if t.role == "user")
+    assistant = sum(t.seconds for t in sample.turns if t.role == "assistant")
+    return {
+        "id": sample.id,
+        "shard": sample.shard,
+        "emotion": sc.emotion,
+        "intensity": sc.intensity,
+        "situation": sc.situation,
+        "persona": sc.persona,
+        "speaker": sc.speaker,
+        "writer": sample.writer,
+        "turns": len(sample.turns),
+        "user_seconds": round(user, 3),
+        "assistant_seconds": round(assistant, 3),
+        "seconds": round(user + assistant, 3),
+        "units": sum(len(t.units) for t in sample.turns),
+        "silence_ratio_max": sample.checks.get("silence_ratio_max"),
+        "clipped_fraction_max": sample.checks.get("clipped_fraction_max"),
+        "wer_max": sample.checks.get("wer_max"),
+        "audio": json.dumps([t.audio for t in sample.turns]),
+        "stage_seconds": json.dumps(sample.timings),
+    }
+
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("shard", pa.int64()),
+        ("emotion", pa.string()),
+        ("intensity", pa.float64()),
+        ("situation", pa.string()),
+        ("persona", pa.string()),
+        ("speaker", pa.string()),
+        ("writer", pa.string()),
+        ("turns", pa.int64()),
+        ("user_seconds", pa.float64()),
+        ("assistant_seconds", pa.float64()),
+        ("seconds", pa.float64()),
+        ("units", pa.int64()),
+        ("silence_ratio_max", pa.float64()),
+        ("clipped_fraction_max", pa.float64()),
+        ("wer_max", pa.float64()),
+        ("audio", pa.string()),
+        ("stage_seconds", pa.string()),
+    ]
+)
+
+
+def quarantine_row(sample: Sample) -> dict[str, Any]:
+    """One quarantine line: which sample, which stage refused it and why."""
+    return {
+        "id": sample.id,
+        "shard": sample.shard,
+        "stage": sample.dropped_stage,
+        "reason": sample.dropped_reason,
+        "emotion": sample.scenario.emotion,
+        "writer": sample.writer,
+        "attempts": sample.attempts,
+        "stage_seconds": sample.timings,
+    }
+
+
+def _parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def write_shard(root: str, shard: int, samples: list[Sample], assistant_spk_emb: str = "") -> None:
+    """Commit one shard: manifest part, quarantine part, then the records (the commit marker)."""
+    samples = sorted(samples, key=lambda s: s.index)
+    kept = [s for s in samples if s.ok]
+    dropped = [s for s in samples if not s.ok]
+    name = shard_name(shard)
+    storage.write_bytes(
+        storage.join(root, MANIFEST_PARTS, name + ".parquet"),
+        _parquet_bytes([manifest_row(s) for s in kept]),
+    )
+    storage.write_text(
+        storage.join(root, QUARANTINE_PARTS, name + ".jsonl"),
+        "".join(json.dumps(quarantine_row(s)) + "\n" for s in dropped),
+    )
+    storage.write_text(
+        shard_uri(root, shard),
+        "".join(json.dumps(record_for(s, assistant_spk_emb)) + "\n" for s in kept),
+    )
+
+
+def read_manifest_parts(root: str, shards: set[int] | None = None) -> pa.Table:
+    """The manifest rows of committed shards (all, or those in ``shards``)."""
+    done = completed_shards(root) if shards is None else shards
+    tables = []
+    for shard in sorted(done):
+        uri = storage.join(root, MANIFEST_PARTS, shard_name(shard) + ".parquet")
+        if storage.exists(uri):
+            tables.append(pq.read_table(io.BytesIO(storage.read_bytes(uri))))
+    if not tables:
+        return MANIFEST_SCHEMA.empty_table()
+    return pa.concat_tables(tables)
+
+
+def read_quarantine_parts(root: str, shards: set[int] | None = None) -> list[dict[str, Any]]:
+    """The quarantine lines of committed shards."""
+    done = completed_shards(root) if shards is None else shards
+    rows: list[dict[str, Any]] = []
+    for shard in sorted(done):
+        uri = storage.join(root, QUARANTINE_PARTS, shard_name(shard) + ".jsonl")
+        if storage.exists(uri):
+            rows += [json.loads(line) for line in storage.read_text(uri).splitlines() if line]
+    return rows
+
+
+def merge_parts(root: str) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """Write ``manifest.parquet`` and ``quarantine.jsonl`` from the parts of committed shards."""
+    shards = completed_shards(root)
+    manifest = read_manifest_parts(root, shards)
+    quarantine = read_quarantine_parts(root, shards)
+    buf = io.BytesIO()
+    pq.write_table(manifest, buf)
+    storage.write_bytes(storage.join(root, MANIFEST), buf.getvalue())
+    storage.write_text(
+        storage.join(root, QUARANTINE), "".join(json.dumps(q) + "\n" for q in quarantine)
+    )
+    return manifest, quarantine

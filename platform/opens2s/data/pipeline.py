@@ -1,0 +1,356 @@
+"""Corpus construction as a Ray Data job: the stages composed, run shard-resumably, summarised.
+
+The pipeline is an ordered list of :class:`StageSpec` (a typed config + a batch function, as in
+``ray.data.llm``'s processors): scenarios -> writer -> validation -> render -> units -> filters ->
+audio output. Ray Data maps each stage over batches of samples (stages that hold a model run in
+an actor pool of ``data.workers``), streaming; the driver gathers finished samples per shard and
+commits a shard as soon as all of its samples are back (``output.write_shard``).
+
+Resumption: a shard whose records exist is skipped; anything else is redone with the same ids and
+paths, so a run killed at any point and started again ends with every sample exactly once, either
+in a shard or in the quarantine. A Ray Data block that fails outright (a worker crash) is allowed
+up to ``data.max_failed_blocks``; its samples are quarantined as lost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opens2s import storage
+from opens2s.config import PlatformConfig
+from opens2s.data import output, scenarios, summary
+from opens2s.data.filters import AudioFilter
+from opens2s.data.render import TurnRenderer
+from opens2s.data.sample import Sample, batch_to_samples, sample_id, samples_to_batch
+from opens2s.data.speech_units import AssistantUnitEncoder, fit_unit_tokenizer
+from opens2s.data.validation import validate_scripts
+from opens2s.data.writer_template import write_template_scripts
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One corpus stage: ``fn`` is a batch function ``fn(samples, **kwargs) -> samples``, or, when
+    ``holds_model``, a class built once per worker with ``kwargs`` whose instances are called on
+    batches. Ray Data runs it over batches of ``batch_size`` samples."""
+
+    name: str
+    fn: Callable[..., Any]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 4
+    holds_model: bool = False
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+def run_stage(name: str, fn: Callable[[list[Sample]], list[Sample]], samples: list[Sample]):
+    """Apply one stage to samples, timing it; if the stage itself raises, its whole batch is
+    quarantined with the error (the job goes on)."""
+    start = time.perf_counter()
+    try:
+        out = fn(samples)
+        if len(out) != len(samples):
+            raise RuntimeError(f"stage returned {len(out)} samples for {len(samples)}")
+        samples = out
+    except Exception as e:
+        for s in samples:
+            s.drop(name, f"stage failed on its batch: {type(e).__name__}: {e}")
+    share = (time.perf_counter() - start) / max(1, len(samples))
+    for s in samples:
+        s.timings[name] = round(s.timings.get(name, 0.0) + share, 6)
+    return samples
+
+
+def _stage_task(batch: dict[str, Any], spec: StageSpec) -> dict[str, Any]:
+    samples = batch_to_samples(batch)
+    fn = lambda xs: spec.fn(xs, **spec.kwargs)  # noqa: E731
+    return samples_to_batch(run_stage(spec.name, fn, samples))
+
+
+class StageWorker:
+    """A Ray Data actor holding one stage's model (TTS engine, unit tokenizer, LLM, ASR)."""
+
+    def __init__(self, spec: StageSpec) -> None:
+        self.spec = spec
+        self.stage = spec.fn(**spec.kwargs)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return samples_to_batch(run_stage(self.spec.name, self.stage, batch_to_samples(batch)))
+
+
+def _scenario_batch(batch: dict[str, Any], settings, shard_size: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    samples = scenarios.make_scenarios([int(i) for i in batch["index"]], settings, shard_size)
+    share = (time.perf_counter() - start) / max(1, len(samples))
+    for s in samples:
+        s.timings[scenarios.STAGE] = round(share, 6)
+    return samples_to_batch(samples)
+
+
+def apply_stages(ds, stages: Iterable[StageSpec], workers: int):
+    """Compose stages on a Ray Dataset of sample rows (the pipeline is only this composition)."""
+    import ray.data
+
+    for spec in stages:
+        if getattr(spec.fn, "applies_to_dataset", False):
+            ds = spec.fn(ds, spec, workers)  # a stage that is itself a Ray Data processor
+            continue
+        common = dict(batch_size=spec.batch_size, batch_format="numpy", num_cpus=spec.num_cpus)
+        if spec.num_gpus:
+            common["num_gpus"] = spec.num_gpus
+        if spec.holds_model:
+            ds = ds.map_batches(
+                StageWorker,
+                fn_constructor_kwargs={"spec": spec},
+                compute=ray.data.ActorPoolStrategy(size=workers),
+                **common,
+            )
+        else:
+            ds = ds.map_batches(
+                _stage_task,
+                fn_kwargs={"spec": spec},
+                compute=ray.data.TaskPoolStrategy(size=workers),
+                **common,
+            )
+    return ds
+
+
+def writer_stage(cfg: PlatformConfig, scen) -> StageSpec:
+    """The script-writer stage the config asks for."""
+    w = cfg.data.writer
+    if w.kind == "template":
+        return StageSpec("writer", write_template_scripts, {"settings": scen}, batch_size=16)
+    from opens2s.data import writer_llm
+
+    return writer_llm.llm_writer_stage(w, scen, cfg.data.validation)
+
+
+def script_stages(cfg: PlatformConfig, scen, *, template_only: bool = False) -> list[StageSpec]:
+    """Writer + validation + rendering: what both the fitting step and the main pass run."""
+    writer = (
+        StageSpec("writer", write_template_scripts, {"settings": scen}, batch_size=16)
+        if template_only
+        else writer_stage(cfg, scen)
+    )
+    return [
+        writer,
+        StageSpec(
+            "validation",
+            validate_scripts,
+            {"settings": cfg.data.validation, "scenarios": scen},
+            batch_size=16,
+        ),
+        StageSpec(
+            "render",
+            TurnRenderer,
+            {"audio": cfg.audio},
+            batch_size=cfg.data.render.batch_size,
+            holds_model=True,
+        ),
+    ]
+
+
+def corpus_stages(cfg: PlatformConfig, scen, root: str, tokenizer_uri: str) -> list[StageSpec]:
+    """Every stage after scenarios, in order."""
+    d = cfg.data
+    return [
+        *script_stages(cfg, scen),
+        StageSpec(
+            "units",
+            AssistantUnitEncoder,
+            {"tokenizer_uri": tokenizer_uri},
+            batch_size=d.render.batch_size,
+            holds_model=True,
+        ),
+        StageSpec(
+            "filters",
+            AudioFilter,
+            {"settings": d.filters, "audio": cfg.audio},
+            batch_size=d.render.batch_size,
+            holds_model=True,
+        ),
+        StageSpec(
+            "output",
+            output.AudioWriter,
+            {"root": root, "render": d.render},
+            batch_size=d.render.batch_size,
+            holds_model=True,
+            num_cpus=0.5,
+        ),
+    ]
+
+
+def corpus_uri(cfg: PlatformConfig) -> str:
+    """The corpus root: ``data.output.uri`` or ``<run_dir>/corpus``."""
+    return cfg.data.output.uri or storage.join(cfg.run_dir, "corpus")
+
+
+def _content_settings(cfg: PlatformConfig) -> dict[str, Any]:
+    """The settings that decide what the corpus holds (a resumed run must not change them)."""
+    d = cfg.data
+    writer = d.writer.model_dump(exclude={"batch_size", "gpus_per_worker", "vllm_engine_kwargs"})
+    return {
+        "scenarios": d.scenarios.model_dump(),
+        "writer": writer,
+        "validation": d.validation.model_dump(),
+        "filters": d.filters.model_dump(),
+        "audio_format": d.render.audio_format,
+        "shard_size": d.output.shard_size,
+        "units": d.units.model_dump(exclude={"fit_dialogues"}),
+        "audio": cfg.audio.model_dump(),
+    }
+
+
+def check_build_config(root: str, cfg: PlatformConfig) -> None:
+    """Record the content settings at the first run; refuse to resume with different ones."""
+    uri = storage.join(root, output.BUILD_CONFIG)
+    current = json.loads(json.dumps(_content_settings(cfg)))
+    if not storage.exists(uri):
+        storage.write_text(uri, json.dumps(current, indent=2, sort_keys=True) + "\n")
+        return
+    previous = json.loads(storage.read_text(uri))
+    old, new = _flatten(previous), _flatten(current)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        raise ValueError(
+            f"{root} was built with other settings ({', '.join(changed)} differ); resume with the "
+            f"same config or choose a new data.output.uri"
+        )
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _init_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+
+
+def _samples_of(ds) -> Iterable[Sample]:
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        yield from batch_to_samples(batch)
+
+
+def ensure_unit_tokenizer(cfg: PlatformConfig, scen, root: str, log: Log) -> str:
+    """The unit tokenizer URI: the configured one, the corpus's own, or one fitted now on a sample
+    of rendered assistant audio (template-written: the fit needs speech, not a particular writer)."""
+    import ray
+    import ray.data
+
+    if cfg.data.units.tokenizer_path:
+        return cfg.data.units.tokenizer_path
+    target = storage.join(root, output.UNIT_TOKENIZER)
+    if storage.exists(target):
+        return target
+    start = time.perf_counter()
+    n = min(cfg.data.units.fit_dialogues, scen.num_dialogues)
+    ds = ray.data.from_items([{"index": i} for i in range(n)])
+    ds = ds.map_batches(
+        _scenario_batch,
+        fn_kwargs={"settings": scen, "shard_size": cfg.data.output.shard_size},
+        batch_format="numpy",
+    )
+    ds = apply_stages(ds, script_stages(cfg, scen, template_only=True), cfg.data.workers)
+    waves = [
+        s.waves[i]
+        for s in _samples_of(ds)
+        if s.ok
+        for i, t in enumerate(s.turns)
+        if t.role == "assistant"
+    ]
+    ray.get(ray.remote(num_cpus=1)(fit_unit_tokenizer).remote(waves, cfg.audio, target))
+    log(
+        f"[corpus] fitted unit tokenizer (K={cfg.audio.codebook_size}) on {len(waves)} assistant "
+        f"turns in {time.perf_counter() - start:.1f} s -> {target}"
+    )
+    return target
+
+
+def build_corpus(cfg: PlatformConfig, *, log: Log = print) -> dict[str, Any]:
+    """Build (or finish building) the corpus the config describes; returns its summary."""
+    import ray.data
+
+    start = time.perf_counter()
+    d = cfg.data
+    root = corpus_uri(cfg)
+    scen = scenarios.resolve_scenario_settings(d.scenarios, audio=cfg.audio)
+    check_build_config(root, cfg)
+    total, size = scen.num_dialogues, d.output.shard_size
+    n_shards = math.ceil(total / size)
+    done = output.completed_shards(root) & set(range(n_shards))
+    pending = [s for s in range(n_shards) if s not in done]
+    log(
+        f"[corpus] {root}: {total} dialogues in {n_shards} shards; {len(done)} shards already "
+        f"complete, {len(pending)} to build with {d.workers} workers"
+    )
+    if pending:
+        _init_ray()
+        ray.data.DataContext.get_current().max_errored_blocks = d.max_failed_blocks
+        tokenizer_uri = ensure_unit_tokenizer(cfg, scen, root, log)
+        expected: dict[int, list[int]] = {
+            s: list(range(s * size, min((s + 1) * size, total))) for s in pending
+        }
+        indices = [i for s in pending for i in expected[s]]
+        ds = ray.data.from_items(
+            [{"index": i} for i in indices],
+            override_num_blocks=max(1, math.ceil(len(indices) / d.render.batch_size)),
+        )
+        ds = ds.map_batches(
+            _scenario_batch,
+            fn_kwargs={"settings": scen, "shard_size": size},
+            batch_format="numpy",
+        )
+        ds = apply_stages(ds, corpus_stages(cfg, scen, root, tokenizer_uri), d.workers)
+        buffers: dict[int, dict[str, Sample]] = {s: {} for s in pending}
+        committed = 0
+        for sample in _samples_of(ds):
+            shard = buffers.get(sample.shard)
+            if shard is None:  # not a pending shard: cannot happen unless ids collide
+                continue
+            shard[sample.id] = sample
+            if len(shard) == len(expected[sample.shard]):
+                output.write_shard(root, sample.shard, list(shard.values()))
+                committed += 1
+                kept = sum(s.ok for s in shard.values())
+                log(
+                    f"[corpus] shard {sample.shard:05d} committed: {kept} kept, "
+                    f"{len(shard) - kept} quarantined ({committed}/{len(pending)} shards, "
+                    f"{time.perf_counter() - start:.1f} s)"
+                )
+                del buffers[sample.shard]
+        for shard_no, got in sorted(buffers.items()):  # blocks lost to failed workers
+            for i in expected[shard_no]:
+                sid = sample_id(scen.seed, i)
+                if sid not in got:
+                    lost = scenarios.make_scenarios([i], scen, size)[0]
+                    lost.drop("worker", "lost: the Ray task or actor processing it failed")
+                    got[sid] = lost
+            output.write_shard(root, shard_no, list(got.values()))
+            log(f"[corpus] shard {shard_no:05d} committed with lost samples quarantined")
+    manifest, quarantine = output.merge_parts(root)
+    result = summary.summarize(
+        root,
+        manifest,
+        quarantine,
+        planned=total,
+        elapsed_seconds=time.perf_counter() - start,
+        extra={"workers": d.workers, "writer": d.writer.kind},
+    )
+    summary.write_summary(root, result)
+    log(summary.format_summary(result))
+    return result

@@ -1,0 +1,85 @@
+"""Stage 1, scenarios: sample index -> emotion x intensity x situation x persona x speaker.
+
+Everything is a pure function of (seed, index): the same settings give the same scenarios and ids
+whatever the batching or the number of workers. Emotions are balanced exactly: each run of
+``len(emotions)`` consecutive indices holds every emotion once, in a seeded order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from opens2s.config.audio import AudioSection
+from opens2s.config.data import ScenarioSettings
+from opens2s.data import content
+from opens2s.data.sample import Sample, Scenario, sample_id
+
+STAGE = "scenarios"
+
+
+def resolve_scenario_settings(
+    settings: ScenarioSettings, *, audio: AudioSection
+) -> ScenarioSettings:
+    """Fill the lists left as None (emotions, speakers, situations, personas) from the TTS and
+    the content bank, and check named situations/personas exist. Done once, on the driver."""
+    update: dict = {}
+    if settings.emotions is None or settings.user_speakers is None:
+        from opens2s.audio import tts
+
+        if settings.emotions is None:
+            update["emotions"] = list(tts.EMOTIONS)
+        if settings.user_speakers is None:
+            engine = tts.build_tts(audio)
+            speakers = engine.speakers()
+            update["user_speakers"] = [s for s in speakers if s != audio.assistant_speaker]
+    if settings.situations is None:
+        update["situations"] = [s.name for s in content.SITUATIONS]
+    else:
+        for name in settings.situations:
+            content.situation_by_name(name)
+    if settings.personas is None:
+        update["personas"] = [p.name for p in content.PERSONAS]
+    else:
+        for name in settings.personas:
+            content.persona_by_name(name)
+    resolved = settings.model_copy(update=update)
+    for field in ("emotions", "user_speakers", "situations", "personas", "intensities"):
+        if not getattr(resolved, field):
+            raise ValueError(f"data.scenarios.{field} is empty; give at least one value")
+    return resolved
+
+
+def shard_of(index: int, shard_size: int) -> int:
+    """The shard a sample index belongs to."""
+    return index // shard_size
+
+
+def scenario_for(index: int, settings: ScenarioSettings) -> Scenario:
+    """The scenario of sample ``index`` (settings must be resolved: no None lists)."""
+    emotions = settings.emotions
+    if emotions is None or settings.user_speakers is None:
+        raise ValueError("scenario settings are not resolved; call resolve_scenario_settings")
+    round_no, slot = divmod(index, len(emotions))
+    order = np.random.default_rng([settings.seed, round_no, 17]).permutation(len(emotions))
+    rng = np.random.default_rng([settings.seed, index, 1])
+    return Scenario(
+        emotion=emotions[int(order[slot])],
+        intensity=float(settings.intensities[rng.integers(len(settings.intensities))]),
+        situation=settings.situations[rng.integers(len(settings.situations))],
+        persona=settings.personas[rng.integers(len(settings.personas))],
+        speaker=settings.user_speakers[rng.integers(len(settings.user_speakers))],
+        exchanges=int(rng.integers(settings.min_exchanges, settings.max_exchanges + 1)),
+    )
+
+
+def make_scenarios(indices: list[int], settings: ScenarioSettings, shard_size: int) -> list[Sample]:
+    """Samples (id, shard, scenario) for the given indices."""
+    return [
+        Sample(
+            id=sample_id(settings.seed, i),
+            index=i,
+            shard=shard_of(i, shard_size),
+            scenario=scenario_for(i, settings),
+        )
+        for i in indices
+    ]

@@ -1,0 +1,70 @@
+"""Stage 5, units: assistant audio -> discrete speech units with the corpus's unit tokenizer.
+
+When the config names no tokenizer, a separate job step (:func:`fit_unit_tokenizer`, run by the
+pipeline before the main pass) fits the k-means tokenizer on a sample of rendered assistant audio
+and stores it under the corpus root, where every later run finds and reuses it; all shards are
+therefore encoded with the same codebook.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from opens2s import storage
+from opens2s.config.audio import AudioSection
+from opens2s.data.sample import Sample
+
+STAGE = "units"
+
+
+def load_tokenizer_from(uri: str):
+    """Load a unit tokenizer from a local path or s3:// URI (copied to a temp dir first)."""
+    from opens2s.audio.units import load_unit_tokenizer
+
+    if not storage.is_s3(uri):
+        return load_unit_tokenizer(uri)
+    local = storage.copy_to_local(uri, tempfile.mkdtemp(prefix="opens2s-units-"))
+    return load_unit_tokenizer(local)
+
+
+def fit_unit_tokenizer(waves: list[np.ndarray], audio: AudioSection, target_uri: str) -> str:
+    """Fit the audio section's k-means tokenizer on ``waves`` (at audio.sample_rate) and store it
+    at ``target_uri``; returns the URI."""
+    from opens2s.audio.units import MelKMeansUnits
+
+    if not waves:
+        raise ValueError("no rendered assistant audio to fit the unit tokenizer on")
+    tokenizer = MelKMeansUnits(audio.codebook_size, audio.unit_rate)
+    tokenizer.fit(waves)
+    with tempfile.TemporaryDirectory(prefix="opens2s-units-") as tmp:
+        path = Path(tmp) / "tokenizer.npz"
+        tokenizer.save(path)
+        storage.write_bytes(target_uri, path.read_bytes())
+    return target_uri
+
+
+class AssistantUnitEncoder:
+    """Encodes assistant turns to unit ids (one tokenizer per worker)."""
+
+    def __init__(self, tokenizer_uri: str) -> None:
+        self.tokenizer = load_tokenizer_from(tokenizer_uri)
+
+    def __call__(self, samples: list[Sample]) -> list[Sample]:
+        """Set ``turn.units`` of every assistant turn of live samples."""
+        for s in samples:
+            if not s.ok:
+                continue
+            try:
+                for i, turn in enumerate(s.turns):
+                    if turn.role != "assistant":
+                        continue
+                    units = np.asarray(self.tokenizer.encode(s.waves[i], s.sample_rate))
+                    if units.size == 0:
+                        raise ValueError(f"turn {i} gave no units ({turn.seconds:.2f} s of audio)")
+                    turn.units = [int(u) for u in units]
+            except Exception as e:
+                s.drop(STAGE, f"unit encoding failed: {type(e).__name__}: {e}")
+        return samples

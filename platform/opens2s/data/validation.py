@@ -1,0 +1,91 @@
+"""Stage 3, validation: is a script fit to be spoken? Schema, turn count, lengths, language,
+characters the TTS can speak. Typographic characters with a plain equivalent are normalised
+first (curly quotes, dashes, ellipsis); anything else unspeakable quarantines the sample.
+"""
+
+from __future__ import annotations
+
+import re
+
+from opens2s.config.data import ScenarioSettings, ValidationSettings
+from opens2s.data.sample import Sample
+
+STAGE = "validation"
+
+_PLAIN = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u2013": "-",
+        "\u2014": ", ",
+        "\u2026": "...",
+        "\u00a0": " ",
+    }
+)
+_SPEAKABLE = re.compile(r"[A-Za-z0-9 .,!?;:'\"()%$&/\-]")
+_WORD = re.compile(r"[A-Za-z0-9']+")
+_ENGLISH_WORD = re.compile(r"^[A-Za-z]+(?:'[A-Za-z]+)?$")
+# Function words: a real English sentence of a few words holds at least one of them.
+_FUNCTION_WORDS = frozenset(
+    "a an the i you he she it we they me my your our is am are was were be been do does did "
+    "to of in on at for with and or but so that this not no have has had can will would "
+    "what how why when there here just about it's i'm don't".split()
+)
+
+
+def normalise_text(text: str) -> str:
+    """Plain-ASCII punctuation and single spaces (what espeak-ng reads reliably)."""
+    text = re.sub(r"\s+", " ", text.translate(_PLAIN)).strip()
+    return re.sub(r" ([,.!?;:])", r"\1", text)
+
+
+def problem_with_turns(
+    turns: list, settings: ValidationSettings, scenarios: ScenarioSettings
+) -> str | None:
+    """What is wrong with a script, or None when it may be spoken."""
+    if not turns:
+        return "script has no turns"
+    for i, t in enumerate(turns):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if t.role != expected:
+            return f"turn {i} has role {t.role!r}, expected {expected!r} (user first, alternating)"
+    if turns[-1].role != "assistant":
+        return "script ends with a user turn; the assistant must answer last"
+    exchanges = len(turns) // 2
+    if not scenarios.min_exchanges <= exchanges <= scenarios.max_exchanges:
+        return (
+            f"{exchanges} exchanges, expected {scenarios.min_exchanges}..{scenarios.max_exchanges}"
+        )
+    for i, t in enumerate(turns):
+        bad = sorted(set(_SPEAKABLE.sub("", t.text)))
+        if bad:
+            return f"turn {i} has characters the TTS cannot speak: {''.join(bad)!r}"
+        words = _WORD.findall(t.text)
+        if not settings.min_words_per_turn <= len(words) <= settings.max_words_per_turn:
+            return (
+                f"turn {i} has {len(words)} words, expected {settings.min_words_per_turn}.."
+                f"{settings.max_words_per_turn}"
+            )
+        english = sum(1 for w in words if _ENGLISH_WORD.match(w))
+        if english / len(words) < settings.min_english_ratio:
+            return f"turn {i} is not English text ({english}/{len(words)} plain English words)"
+        if len(words) >= 4 and not any(w.lower() in _FUNCTION_WORDS for w in words):
+            return f"turn {i} is not English text (no common English word in {len(words)} words)"
+    return None
+
+
+def validate_scripts(
+    samples: list[Sample], settings: ValidationSettings, scenarios: ScenarioSettings
+) -> list[Sample]:
+    """Normalise every live script and quarantine those that may not be spoken."""
+    for s in samples:
+        if not s.ok:
+            continue
+        for t in s.turns:
+            t.text = normalise_text(t.text)
+        problem = problem_with_turns(s.turns, settings, scenarios)
+        if problem:
+            s.drop(STAGE, problem)
+    return samples
