@@ -1,0 +1,433 @@
+"""Streaming decoder: speech in, text deltas and speech-unit chunks out, from KV caches.
+
+Each session is an explicit :class:`DecodeState` (both KV caches, positions, the pending LLM hidden
+states, the sampled-but-not-yet-fed token and unit, its random generators). ``start`` prefills the
+prompt once; ``step`` advances a list of sessions by one model forward each, batching the sessions
+that need the same kind of forward (LLM token, TTS unit, TTS chunk of a given length), with caches
+of different lengths left-padded under an attention mask. Nothing is recomputed and ``generate``
+is never called.
+
+The TTS LM sees ``[speaker] + H[0:t] + U[0:s] + H[t:2t] + ...`` (``t:s`` = interleave strategy);
+``H[i]`` is the projected LLM hidden state at the i-th input position from ``<|im_tts_start|>``
+(its own state included, as OpenS2S trains). A sampled unit is fed together with the next forward
+of its session, so a TTS chunk forward carries the last unit of the previous chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import DynamicCache, PreTrainedTokenizerBase
+
+from opens2s.model.modeling import WINDOW_FRAMES, OpenS2SModel
+from opens2s.model.tokenizer import IM_END, PAD_TOKEN, TTS_END
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings; ``temperature == 0`` is greedy. Text and units draw from two generators
+    seeded ``seed`` and ``seed + 1``, so a session's draws do not depend on batching."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    max_text_tokens: int = 256
+    max_units: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature}: must be >= 0 (0 = greedy)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
+        if self.max_text_tokens < 1 or self.max_units < 1:
+            raise ValueError("max_text_tokens and max_units must be >= 1")
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New text of the answer (may be empty-text-free: only emitted when text grew)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class UnitChunk:
+    """Speech units produced by one step, in order (feed them to a vocoder stream)."""
+
+    units: list[int]
+
+
+@dataclass(frozen=True)
+class Done:
+    """The answer ended: ``complete`` (both streams ended), ``max_text_tokens`` or ``max_units``."""
+
+    reason: str
+
+
+Event = TextDelta | UnitChunk | Done
+
+
+@dataclass
+class DecodeState:
+    """Everything one session's decoding needs between steps (no hidden globals)."""
+
+    sampling: SamplingParams
+    llm_kv: KV
+    llm_len: int
+    tts_kv: KV | None
+    tts_len: int
+    next_token: int
+    pending: list[torch.Tensor]  # TTS inputs not yet fed: speaker slot, H states, last unit
+    n_hidden_pending: int = 0
+    phase: str = "text"  # "text" | "flush" | "unit" | "done"
+    text_tokens: list[int] = field(default_factory=list)
+    units: list[int] = field(default_factory=list)
+    units_in_chunk: int = 0
+    next_unit: int | None = None
+    text_done: bool = False
+    units_done: bool = False
+    text_reason: str = ""
+    unit_reason: str = ""
+    emitted_text: str = ""
+    outbox: list = field(default_factory=list)  # events produced by start(), sent by step()
+    text_gen: torch.Generator | None = None
+    unit_gen: torch.Generator | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once a Done event was emitted."""
+        return self.phase == "done"
+
+
+def sample_token(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
+    """Greedy (temperature 0) or temperature + top-p sampling from one row of logits."""
+    logits = logits.float()
+    if params.temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        cut = torch.cumsum(sorted_p, -1) - sorted_p > params.top_p
+        sorted_p[cut] = 0.0
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
+
+
+def _generator(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def batched_forward(
+    body: torch.nn.Module, inputs: list[torch.Tensor], caches: list[KV | None], lengths: list[int]
+) -> tuple[torch.Tensor, list[KV]]:
+    """One forward of ``B`` sessions with ``n`` new positions each (``inputs``: ``n x D``).
+
+    Caches of different lengths are left-padded to the longest and masked; positions continue
+    each session's own count. Returns the new last-layer states ``B x n x D`` and each session's
+    grown cache (without padding).
+    """
+    x = torch.stack(inputs)
+    b, n = x.shape[0], x.shape[1]
+    longest = max(lengths)
+    pos = torch.stack([torch.arange(n) + L for L in lengths]).to(x.device)
+    if b == 1:
+        cache = DynamicCache(ddp_cache_data=caches[0]) if caches[0] else DynamicCache()
+        out = body(inputs_embeds=x, position_ids=pos, cache=cache, use_cache=True)
+        kv = [(layer.keys, layer.values) for layer in out.cache.layers]
+        return out.last_hidden_state, [kv]
+    mask = torch.zeros(b, longest + n, dtype=torch.long, device=x.device)
+    for i, L in enumerate(lengths):
+        mask[i, longest - L :] = 1
+    cache = DynamicCache()
+    if longest > 0:
+        ref = next(c for c in caches if c)
+        padded = []
+        for layer, (k0, v0) in enumerate(ref):
+            k = k0.new_zeros(b, k0.shape[1], longest, k0.shape[3])
+            v = v0.new_zeros(b, v0.shape[1], longest, v0.shape[3])
+            for i, c in enumerate(caches):
+                if lengths[i]:
+                    k[i, :, longest - lengths[i] :] = c[layer][0][0]
+                    v[i, :, longest - lengths[i] :] = c[layer][1][0]
+            padded.append((k, v))
+        cache = DynamicCache(ddp_cache_data=padded)
+    out = body(inputs_embeds=x, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
+    new = []
+    for i, L in enumerate(lengths):
+        start = longest - L
+        new.append(
+            [
+                (layer.keys[i : i + 1, :, start:], layer.values[i : i + 1, :, start:])
+                for layer in out.cache.layers
+            ]
+        )
+    return out.last_hidden_state, new
+
+
+class StreamingDecoder:
+    """Decodes many sessions step by step; see the module docstring for the schedule."""
+
+    def __init__(self, model: OpenS2SModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = model.config
+        self.text_span = model.config.text_span
+        self.speech_span = model.config.speech_span
+        self.eos_unit = model.config.tts_eos_token_id
+        vocab = tokenizer.get_vocab()
+        self.end_tokens = {vocab[t] for t in (TTS_END, IM_END, PAD_TOKEN) if t in vocab}
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+
+    # ------------------------------------------------------------------ prompt
+    def prompt_ids(
+        self, history: Sequence[dict] | None = None, system_prompt: str | None = None
+    ) -> list[int]:
+        """Chat-template ids of ``history`` + one user audio turn, ending ``<|im_tts_start|>``."""
+        messages: list[dict] = []
+        if system_prompt is not None:
+            messages.append({"role": "system", "content": system_prompt})
+        for i, m in enumerate(history or []):
+            content = m.get("content")
+            items = content if isinstance(content, list) else [{"text": content}]
+            if any(isinstance(it, dict) and it.get("audio") for it in items):
+                raise ValueError(
+                    f"history[{i}] holds audio: pass earlier turns as text (their transcripts)"
+                )
+            messages.append({"role": m["role"], "content": content})
+        messages.append({"role": "user", "content": [{"text": "", "audio": "<input>"}]})
+        return self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+
+    def features(
+        self, wave: np.ndarray | None, audio_features: tuple[np.ndarray, int] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel ``1 x n_mels x 3000k`` and its frame mask, from a 16 kHz wave or given."""
+        if (wave is None) == (audio_features is None):
+            raise ValueError("give exactly one of wave= (16 kHz float32) or audio_features=")
+        if wave is not None:
+            from opens2s.audio.features import log_mel
+
+            audio_features = log_mel(
+                np.asarray(wave, dtype=np.float32),
+                16000,
+                self.config.audio_encoder_config.num_mel_bins,
+            )
+        feats, valid = audio_features
+        feats = np.asarray(feats, dtype=np.float32)
+        n_mels = self.config.audio_encoder_config.num_mel_bins
+        if feats.ndim != 2 or feats.shape[0] != n_mels or feats.shape[1] % WINDOW_FRAMES:
+            raise ValueError(
+                f"audio_features of shape {feats.shape}: expected [{n_mels}, 3000*k] log-mel"
+            )
+        mask = torch.zeros(1, feats.shape[1], dtype=torch.long)
+        mask[0, : int(valid)] = 1
+        return torch.from_numpy(feats)[None].to(self.device), mask.to(self.device)
+
+    @torch.no_grad()
+    def prompt_embeds(
+        self,
+        wave: np.ndarray | None = None,
+        audio_features: tuple[np.ndarray, int] | None = None,
+        history: Sequence[dict] | None = None,
+        system_prompt: str | None = None,
+    ) -> torch.Tensor:
+        """LLM input embeddings ``L x D`` of the prompt with the audio spliced in."""
+        ids = torch.tensor([self.prompt_ids(history, system_prompt)], device=self.device)
+        values, mask = self.features(wave, audio_features)
+        audio = self.model.encode_audio(values.to(self.dtype), mask)
+        embeds, _, _ = self.model.splice_audio(ids, None, audio)
+        return embeds[0]
+
+    def speaker_embeds(self, speaker_embedding: np.ndarray | None) -> torch.Tensor:
+        """The TTS LM's first input ``1 x H`` for a speaker embedding (zeros when None)."""
+        dim = self.config.spk_emb_dim
+        spk = np.zeros(dim, np.float32) if speaker_embedding is None else speaker_embedding
+        spk = np.asarray(spk, dtype=np.float32).reshape(-1)
+        if spk.size != dim:
+            raise ValueError(f"speaker_embedding has {spk.size} values, expected {dim}")
+        t = torch.from_numpy(spk)[None].to(self.device, self.dtype)
+        return self.model.speaker_to_tts(t)[0]
+
+    # ------------------------------------------------------------------ sessions
+    @torch.no_grad()
+    def start(
+        self,
+        wave: np.ndarray | None = None,
+        *,
+        audio_features: tuple[np.ndarray, int] | None = None,
+        history: Sequence[dict] | None = None,
+        system_prompt: str | None = None,
+        speaker_embedding: np.ndarray | None = None,
+        sampling: SamplingParams | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+    ) -> DecodeState:
+        """Prefill one session (the only pass over the prompt) and sample its first text token."""
+        sampling = sampling or SamplingParams()
+        if prompt_embeds is None:
+            prompt_embeds = self.prompt_embeds(wave, audio_features, history, system_prompt)
+        hidden, kv = batched_forward(self.model.llm_model.base_model, [prompt_embeds], [None], [0])
+        last = hidden[0, -1:]
+        state = DecodeState(
+            sampling=sampling,
+            llm_kv=kv[0],
+            llm_len=prompt_embeds.shape[0],
+            tts_kv=None,
+            tts_len=0,
+            next_token=-1,
+            pending=[self.speaker_embeds(speaker_embedding), self.model.text_to_tts(last)],
+            n_hidden_pending=1,
+            text_gen=_generator(sampling.seed),
+            unit_gen=_generator(sampling.seed + 1),
+        )
+        logits = self.model.llm_model.get_output_embeddings()(last)[0]
+        self._take_text_token(state, logits)
+        state.outbox.extend(self._text_delta(state))
+        return state
+
+    def _take_text_token(self, s: DecodeState, logits: torch.Tensor) -> None:
+        token = sample_token(logits, s.sampling, s.text_gen)
+        s.next_token = token
+        if token not in self.end_tokens:
+            s.text_tokens.append(token)
+
+    def _text_delta(self, s: DecodeState, final: bool = False) -> list[Event]:
+        text = self.tokenizer.decode(s.text_tokens, skip_special_tokens=True)
+        # Byte-level BPE may end mid-character: wait for the rest unless the text has ended.
+        if (text.endswith("\ufffd") and not final) or len(text) <= len(s.emitted_text):
+            return []
+        delta, s.emitted_text = text[len(s.emitted_text) :], text
+        return [TextDelta(delta)]
+
+    def _after_text(self, s: DecodeState, fed: int) -> None:
+        """Book-keeping after feeding token ``fed`` to the LLM: does the text stream end here?"""
+        if fed in self.end_tokens:
+            s.text_done, s.text_reason = True, "complete"
+        elif len(s.text_tokens) >= s.sampling.max_text_tokens:
+            s.text_done, s.text_reason = True, "max_text_tokens"
+
+    def _next_phase(self, s: DecodeState) -> None:
+        if s.units_done:
+            s.phase = "text" if not s.text_done else "done"
+        elif s.n_hidden_pending >= self.text_span or (s.text_done and s.n_hidden_pending):
+            s.phase = "flush"
+        elif s.units_in_chunk >= self.speech_span and not s.text_done:
+            s.phase = "text"
+        elif s.next_unit is not None and (s.units_in_chunk < self.speech_span or s.text_done):
+            s.phase = "unit"
+        else:
+            s.phase = "text" if not s.text_done else "done"
+
+    def _take_unit(self, s: DecodeState, logits: torch.Tensor) -> list[Event]:
+        # Only unit ids and the end of speech are valid outputs of the TTS LM.
+        logits = logits[: self.eos_unit + 1]
+        unit = sample_token(logits, s.sampling, s.unit_gen)
+        if unit == self.eos_unit:
+            s.units_done, s.unit_reason, s.next_unit = True, "complete", None
+            return []
+        s.units.append(unit)
+        s.units_in_chunk += 1
+        if len(s.units) >= s.sampling.max_units:
+            s.units_done, s.unit_reason, s.next_unit = True, "max_units", None
+        else:
+            s.next_unit = unit
+        return [UnitChunk([unit])]
+
+    @torch.no_grad()
+    def step(self, states: list[DecodeState]) -> list[list[Event]]:
+        """Advance every live session by one forward; returns each session's new events."""
+        events: list[list[Event]] = []
+        for s in states:
+            events.append(s.outbox)
+            s.outbox = []
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, s in enumerate(states):
+            if s.phase == "done":
+                continue
+            if s.phase == "text":
+                groups.setdefault(("llm", 1), []).append(i)
+            else:
+                n = len(s.pending) if s.phase == "flush" else 1
+                if s.phase == "flush" and s.next_unit is not None:
+                    n += 1
+                groups.setdefault(("tts", n), []).append(i)
+        for (kind, _), idx in groups.items():
+            if kind == "llm":
+                self._llm_step([states[i] for i in idx], [events[i] for i in idx])
+            else:
+                self._tts_step([states[i] for i in idx], [events[i] for i in idx])
+        for s, ev in zip(states, events, strict=True):
+            if s.phase == "done":
+                continue
+            self._next_phase(s)
+            if s.phase == "done":
+                reason = "complete"
+                for r in (s.text_reason, s.unit_reason):
+                    if r and r != "complete":
+                        reason = r
+                ev.append(Done(reason))
+        return events
+
+    def _llm_step(self, group: list[DecodeState], events: list[list[Event]]) -> None:
+        embed = self.model.llm_model.get_input_embeddings()
+        ids = torch.tensor([[s.next_token] for s in group], device=self.device)
+        inputs = list(embed(ids))
+        hidden, kvs = batched_forward(
+            self.model.llm_model.base_model,
+            inputs,
+            [s.llm_kv for s in group],
+            [s.llm_len for s in group],
+        )
+        last = hidden[:, -1]
+        projected = self.model.text_to_tts(last)
+        logits = self.model.llm_model.get_output_embeddings()(last)
+        for i, s in enumerate(group):
+            s.llm_kv, s.llm_len = kvs[i], s.llm_len + 1
+            fed = s.next_token
+            if not s.units_done:
+                s.pending.append(projected[i : i + 1])
+                s.n_hidden_pending += 1
+            self._after_text(s, fed)
+            if s.text_done:
+                events[i].extend(self._text_delta(s, final=True))
+            else:
+                self._take_text_token(s, logits[i])
+                events[i].extend(self._text_delta(s))
+
+    def _tts_step(self, group: list[DecodeState], events: list[list[Event]]) -> None:
+        embed = self.model.tts_lm_model.get_input_embeddings()
+        inputs = []
+        for s in group:
+            parts = []
+            if s.next_unit is not None:
+                unit = torch.tensor([s.next_unit], device=self.device)
+                parts.append(embed(unit))
+                s.next_unit = None
+            if s.phase == "flush":
+                parts.extend(s.pending)
+                s.pending, s.n_hidden_pending, s.units_in_chunk = [], 0, 0
+            inputs.append(torch.cat(parts))
+        hidden, kvs = batched_forward(
+            self.model.tts_lm_model.base_model,
+            inputs,
+            [s.tts_kv for s in group],
+            [s.tts_len for s in group],
+        )
+        logits = self.model.tts_lm_model.get_output_embeddings()(hidden[:, -1])
+        for i, s in enumerate(group):
+            s.tts_kv, s.tts_len = kvs[i], s.tts_len + inputs[i].shape[0]
+            events[i].extend(self._take_unit(s, logits[i]))
+
+    def decode(self, wave: np.ndarray | None = None, **start_kwargs) -> Iterator[Event]:
+        """One session from start to Done, as a stream of events."""
+        state = self.start(wave, **start_kwargs)
+        while not state.done:
+            yield from self.step([state])[0]
