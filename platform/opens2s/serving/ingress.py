@@ -1,12 +1,13 @@
 """The ingress deployment: FastAPI routes under ``@serve.ingress``.
 
+No ``from __future__ import annotations`` here: FastAPI must see real types on the route
+methods that Serve rebinds (string annotations turn ``Request`` into a query parameter).
+
 Routes: ``GET /`` (web page) and ``/static/*``, ``GET /healthz``, ``GET /v1/info``,
 ``GET /v1/stats``, ``WebSocket /v1/realtime`` (PCM16 frames in, JSON events out; VAD ends the
 user's turn), ``POST /v1/speech`` (an audio file in the body, options in the query → NDJSON events).
 The ingress runs VAD and keeps each session's conversation; the model deployment decodes.
 """
-
-from __future__ import annotations
 
 import asyncio
 import json
@@ -51,6 +52,47 @@ api = FastAPI(title="OpenS2S realtime speech API")
 def _sampling(options: SessionOptions) -> dict[str, Any]:
     fields = ("temperature", "top_p", "max_text_tokens", "max_units", "seed")
     return {k: getattr(options, k) for k in fields if getattr(options, k) is not None}
+
+
+class _Link:
+    """A WebSocket with one writer lock and at most one response task."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.lock = asyncio.Lock()
+        self.task: asyncio.Task | None = None
+        self.response_id: str | None = None
+
+    @property
+    def responding(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def send(self, ev: dict[str, Any]) -> None:
+        if ev["type"] == "response.created":
+            self.response_id = ev["response_id"]
+        if self.ws.application_state != WebSocketState.CONNECTED:
+            return
+        async with self.lock:
+            try:
+                await self.ws.send_text(json.dumps(ev))
+            except (WebSocketDisconnect, RuntimeError):
+                pass
+
+    async def cancel_response(self) -> None:
+        if self.responding:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self.task = None
+
+    async def close(self, code: int) -> None:
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            try:
+                await self.ws.close(code)
+            except RuntimeError:
+                pass
 
 
 @serve.deployment(name="Ingress")
@@ -358,48 +400,7 @@ class Ingress:
             finally:
                 await answer.aclose()  # cancels the model stream when the client barged in
             if done is not None and done.get("status") == "completed":
-                session.add_exchange(turn.audio, text)
+                session.add_exchange("", text)
 
         link.response_id = None
         link.task = asyncio.get_running_loop().create_task(run())
-
-
-class _Link:
-    """A WebSocket with one writer lock and at most one response task."""
-
-    def __init__(self, ws: WebSocket) -> None:
-        self.ws = ws
-        self.lock = asyncio.Lock()
-        self.task: asyncio.Task | None = None
-        self.response_id: str | None = None
-
-    @property
-    def responding(self) -> bool:
-        return self.task is not None and not self.task.done()
-
-    async def send(self, ev: dict[str, Any]) -> None:
-        if ev["type"] == "response.created":
-            self.response_id = ev["response_id"]
-        if self.ws.application_state != WebSocketState.CONNECTED:
-            return
-        async with self.lock:
-            try:
-                await self.ws.send_text(json.dumps(ev))
-            except (WebSocketDisconnect, RuntimeError):
-                pass
-
-    async def cancel_response(self) -> None:
-        if self.responding:
-            self.task.cancel()
-            try:
-                await self.task
-            except (asyncio.CancelledError, Exception):
-                pass
-        self.task = None
-
-    async def close(self, code: int) -> None:
-        if self.ws.application_state == WebSocketState.CONNECTED:
-            try:
-                await self.ws.close(code)
-            except RuntimeError:
-                pass

@@ -78,10 +78,14 @@ class RealtimeSession:
         turn = self._cut(self._total, "commit")
         return [self._stopped_event(turn)], turn
 
-    def add_exchange(self, user_audio: np.ndarray, assistant_text: str) -> None:
-        """Remember a finished exchange so the next turn sees it."""
-        self.history.append({"role": "user", "audio": user_audio})
-        self.history.append({"role": "assistant", "text": assistant_text})
+    def add_exchange(self, user_text: str, assistant_text: str) -> None:
+        """Remember a finished exchange so the next turn sees it.
+
+        The decoder takes earlier turns as text (chat messages): the user's words as transcribed
+        (empty when the server runs no ASR) and the assistant's answer.
+        """
+        self.history.append({"role": "user", "content": user_text})
+        self.history.append({"role": "assistant", "content": assistant_text})
 
     def _stopped_event(self, turn: Turn) -> dict[str, Any]:
         return event(
