@@ -1,0 +1,102 @@
+"""The realtime protocol, limits and vocoder block schedule, without Ray."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from opens2s.config import ConfigError, load_config
+from opens2s.config.serve import VocoderBlocks
+from opens2s.serving.blocks import UnitBlocker
+from opens2s.serving.limits import RateLimiter, token_ok
+from opens2s.serving.protocol import (
+    InputCommit,
+    ProtocolError,
+    SessionUpdate,
+    audio_delta,
+    decode_pcm16,
+    parse_client_event,
+    pcm16_from_base64,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_session_update_parses_and_bad_messages_name_their_problem() -> None:
+    ev = parse_client_event(
+        json.dumps({"type": "session.update", "session": {"voice": "a", "temperature": 0.5}}),
+        max_bytes=1000,
+    )
+    assert isinstance(ev, SessionUpdate) and ev.session.temperature == 0.5
+    assert isinstance(parse_client_event('{"type": "input.commit"}', max_bytes=100), InputCommit)
+    cases = {
+        "{not json": "invalid_json",
+        "[1, 2]": "invalid_event",
+        '{"type": "response.create"}': "unknown_event",
+        '{"type": "session.update", "session": {"temperature": -1}}': "invalid_event",
+        '{"type": "session.update", "session": {"colour": "red"}}': "invalid_event",
+        json.dumps({"type": "input.commit", "pad": "x" * 200}): "message_too_large",
+    }
+    for text, code in cases.items():
+        with pytest.raises(ProtocolError) as e:
+            parse_client_event(text, max_bytes=150)
+        assert e.value.code == code, text
+    with pytest.raises(ProtocolError, match="temperature"):
+        parse_client_event('{"type":"session.update","session":{"temperature":-1}}', max_bytes=999)
+
+
+def test_pcm_frames_must_be_even_and_bounded_and_round_trip_through_base64() -> None:
+    wave = np.sin(np.linspace(0, 20, 1600)).astype(np.float32) * 0.5
+    pcm = (wave * 32767).astype("<i2").tobytes()
+    back = decode_pcm16(pcm, max_bytes=len(pcm))
+    assert np.max(np.abs(back - wave)) < 1e-3
+    with pytest.raises(ProtocolError) as e:
+        decode_pcm16(pcm[:-1], max_bytes=len(pcm))
+    assert e.value.code == "not_pcm"
+    with pytest.raises(ProtocolError) as e:
+        decode_pcm16(pcm, max_bytes=len(pcm) - 2)
+    assert e.value.code == "frame_too_large"
+    ev = audio_delta("r1", wave, 16000)
+    assert ev["samples"] == wave.size and ev["sample_rate"] == 16000
+    assert np.max(np.abs(pcm16_from_base64(ev["audio"]) - wave)) < 1e-3
+
+
+def test_growing_blocks_start_small_then_grow_to_the_cap_and_lose_no_unit() -> None:
+    blocker = UnitBlocker(VocoderBlocks(schedule="growing", first_units=2, growth=2, max_units=16))
+    sizes = []
+    for u in range(100):
+        sizes += [len(b) for b in blocker.push([u])]
+    rest = blocker.flush()
+    assert sizes[:5] == [2, 4, 8, 16, 16]
+    assert sum(sizes) + len(rest) == 100
+    fixed = UnitBlocker(VocoderBlocks(schedule="fixed", fixed_units=24))
+    assert [len(b) for b in fixed.push(list(range(50)))] == [24, 24]
+    assert fixed.flush() == [48, 49]
+    whole = UnitBlocker(VocoderBlocks(schedule="whole"))
+    assert whole.push(list(range(50))) == [] and whole.flush() == list(range(50))
+
+
+def test_bearer_token_from_header_or_query_and_auth_off_without_token() -> None:
+    assert token_ok(None, None, None)
+    assert token_ok("s3cret", "Bearer s3cret", None)
+    assert token_ok("s3cret", None, "s3cret")
+    assert not token_ok("s3cret", None, None)
+    assert not token_ok("s3cret", "Bearer wrong", None)
+    assert not token_ok("s3cret", "Basic s3cret", None)
+
+
+def test_rate_limiter_refuses_a_flood_and_recovers() -> None:
+    now = [0.0]
+    rl = RateLimiter(10, clock=lambda: now[0])
+    assert all(rl.allow() for _ in range(20))  # a burst of 2x the rate
+    assert not rl.allow()
+    now[0] += 1.0
+    assert sum(rl.allow() for _ in range(30)) == 10
+
+
+def test_serve_section_rejects_unknown_keys_and_inverted_replica_bounds() -> None:
+    with pytest.raises(ConfigError, match="colour"):
+        load_config(None, {"serve.colour": 1})
+    with pytest.raises(ConfigError, match="min_replicas"):
+        load_config(None, {"serve.autoscaling": {"min_replicas": 3, "max_replicas": 2}})
