@@ -1,7 +1,56 @@
-"""``opens2s corpus ...`` commands."""
+"""``opens2s corpus ...`` commands: build a corpus, print a corpus's summary."""
 
 from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("build")
+def build(
+    config: Path = typer.Option(..., "--config", help="Platform config YAML."),
+    output: str | None = typer.Option(None, help="Corpus root (path or s3://); data.output.uri."),
+    set_: list[str] = typer.Option([], "--set", help="Override, e.g. data.workers=4 (repeatable)."),
+) -> None:
+    """Build the corpus (resumes a killed run: complete shards are skipped)."""
+    import ray
+    import yaml
+
+    from opens2s.config import ConfigError, load_config
+    from opens2s.data.pipeline import build_corpus
+
+    overrides: dict[str, object] = {}
+    for pair in set_:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        overrides[key.strip()] = yaml.safe_load(value)
+    if output:
+        overrides["data.output.uri"] = output
+    try:
+        cfg = load_config(config, overrides)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--config") from e
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
+    build_corpus(cfg, log=typer.echo)
+
+
+@app.command("stats")
+def stats(
+    root: str = typer.Argument(..., help="Corpus root (local path or s3://)."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json as it is."),
+) -> None:
+    """Print the summary of a built corpus."""
+    from opens2s.data.summary import format_summary, read_summary
+
+    try:
+        summary = read_summary(root)
+    except FileNotFoundError as e:
+        raise typer.BadParameter(str(e), param_hint="DIR") from e
+    typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
