@@ -223,3 +223,34 @@ def train_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     """A small training corpus (16 good records, 2 bad) and its expected skip counts."""
     root = tmp_path_factory.mktemp("train-corpus")
     return root, write_train_corpus(root)
+
+
+def train_test_config(run_dir: Path, corpus: Path, **train: object):
+    """The platform config the training tests share (tiny model, 2 workers, 10 ZeRO-2 steps);
+    ``train`` overrides fields of the train section."""
+    from opens2s.config import load_config
+
+    overrides: dict[str, object] = {
+        "run_dir": str(run_dir),
+        "train.corpus": str(corpus),
+        "train.stages": ["finetune"],
+        "train.max_steps": 10,
+        "train.warmup_steps": 2,
+        "train.checkpoint_every": 5,
+        "train.keep_last": 1,
+        "train.zero_stage": 2,
+    }
+    overrides.update({f"train.{k}": v for k, v in train.items()})
+    return load_config(None, overrides)
+
+
+@pytest.fixture(scope="session")
+def train_reference_run(ray_local, train_corpus, tmp_path_factory: pytest.TempPathFactory):
+    """One ZeRO-2 finetune run on the test corpus (exported); other training tests compare to it.
+
+    Returns ``(config, TrainSummary)``.
+    """
+    from opens2s.train import run_training
+
+    cfg = train_test_config(tmp_path_factory.mktemp("train-ref"), train_corpus[0])
+    return cfg, run_training(cfg)

@@ -9,6 +9,7 @@ and export the final checkpoint (the next stage starts from it; the last one lan
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -91,6 +92,8 @@ def run_training(cfg: PlatformConfig, *, kill: KillWorker | None = None) -> Trai
     the first stage (tests, drills).
     """
     if not ray.is_initialized():
+        # ray.train.report costs ~2 s a call at Ray's default health-check interval.
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
         ray.init()
     t0 = time.perf_counter()
     source = cfg.model
