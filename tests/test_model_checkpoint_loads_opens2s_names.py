@@ -1,0 +1,82 @@
+"""save_pretrained -> load_model gives identical outputs, and a checkpoint written with the
+released OpenS2S parameter names (built from the HF component classes, not from our model)
+loads with no missing or unexpected keys."""
+
+from __future__ import annotations
+
+import torch
+from opens2s.model import OpenS2SModel, build_model, build_tokenizer, load_model
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM
+from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
+
+
+def _batch(model):
+    ids = build_tokenizer().apply_chat_template(
+        [{"role": "user", "content": [{"text": "", "audio": "x"}]}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
+    )
+    values = torch.randn(1, 128, 3000, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(1, 3000, dtype=torch.long)
+    mask[0, :180] = 1
+    return {"input_ids": torch.tensor([ids]), "speech_values": values, "speech_mask": mask}
+
+
+def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
+    model = build_model("tiny", seed=5)
+    model.save_pretrained(tmp_path)
+    build_tokenizer().save_pretrained(tmp_path)
+    loaded, tokenizer = load_model(tmp_path)
+    assert tokenizer.chat_template == build_tokenizer().chat_template
+    with torch.no_grad():
+        a, b = model(**_batch(model)), loaded(**_batch(loaded))
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.tts_logits, b.tts_logits)
+
+
+def opens2s_state_dict(config) -> dict[str, torch.Tensor]:
+    """Weights named as the released checkpoint names them, from independent component classes."""
+    sd: dict[str, torch.Tensor] = {}
+    parts = {
+        "audio_encoder_model.": Qwen2AudioEncoder(config.audio_encoder_config),
+        "llm_model.": AutoModelForCausalLM.from_config(config.llm_config),
+        "tts_lm_model.": AutoModelForCausalLM.from_config(config.tts_lm_config),
+    }
+    for prefix, module in parts.items():
+        sd.update({prefix + k: v.clone() for k, v in module.state_dict().items()})
+    enc, llm, tts = (
+        config.audio_encoder_config.d_model,
+        config.llm_config.hidden_size,
+        config.tts_lm_config.hidden_size,
+    )
+    kernels = config.kernel_sizes
+    for i, k in enumerate(kernels):
+        cin = enc if i == 0 else enc  # mid_dim // 2 == in_dim for OpenS2S's 2 * in_dim mid width
+        cout = 2 * enc if i < len(kernels) - 1 else 2 * llm
+        sd[f"audio_adapter.subsampler.conv_layers.{i}.weight"] = torch.randn(cout, cin, k)
+        sd[f"audio_adapter.subsampler.conv_layers.{i}.bias"] = torch.randn(cout)
+    sd["audio_adapter.fc1.weight"] = torch.randn(config.adapter_inner_dim, llm)
+    sd["audio_adapter.fc2.weight"] = torch.randn(llm, config.adapter_inner_dim)
+    sd["audio_adapter.speech_ln.weight"] = torch.ones(llm)
+    sd["audio_adapter.speech_ln.bias"] = torch.zeros(llm)
+    sd["llm2tts.weight"] = torch.randn(tts, llm)
+    sd["llm_ln.weight"] = torch.ones(tts)
+    sd["llm_ln.bias"] = torch.zeros(tts)
+    sd["tts_lm_model.spk2tts.weight"] = torch.randn(tts, config.spk_emb_dim)
+    sd["tts_lm_model.spk_ln.weight"] = torch.ones(tts)
+    sd["tts_lm_model.spk_ln.bias"] = torch.zeros(tts)
+    return sd
+
+
+def test_checkpoint_with_opens2s_names_loads_without_missing_or_unexpected_keys(tmp_path):
+    config = build_model("tiny").config
+    sd = opens2s_state_dict(config)
+    config.save_pretrained(tmp_path)
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "model.safetensors")
+    model, info = OpenS2SModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not info["mismatched_keys"]
+    loaded = model.state_dict()
+    assert set(loaded) == set(sd)
+    assert all(torch.equal(loaded[k], sd[k]) for k in sd)
