@@ -1,7 +1,131 @@
-"""``opens2s model ...`` commands."""
+"""``opens2s model ...`` commands: inspect a model, talk to it with one audio file."""
 
 from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("info")
+def info(
+    preset: str = typer.Option("tiny", "--preset", help="tiny | opens2s-8b (built on meta)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A model directory."),
+) -> None:
+    """Parameter counts per component, interleave strategy, unit vocabulary and rate."""
+    from opens2s.model import PRESETS, build_model, load_model
+
+    if checkpoint is not None:
+        model, _ = load_model(checkpoint)
+        source = str(checkpoint)
+    else:
+        if preset not in PRESETS:
+            raise typer.BadParameter(f"--preset {preset!r}: expected one of {list(PRESETS)}")
+        # The big preset is built on the meta device: counts without allocating weights.
+        model = build_model(preset, device="meta" if preset != "tiny" else "cpu")
+        source = f"preset {preset}"
+    c = model.config
+    counts = model.component_parameters()
+    typer.echo(f"OpenS2S model ({source})")
+    for name, n in counts.items():
+        typer.echo(f"  {name:<14} {n:>15,d}  ({n / 1e6:,.1f} M)")
+    typer.echo(
+        f"  audio encoder  {c.audio_encoder_config.model_type}, d_model "
+        f"{c.audio_encoder_config.d_model} x {c.audio_encoder_config.encoder_layers}"
+    )
+    typer.echo(
+        f"  llm            {c.llm_config.model_type}, hidden {c.llm_config.hidden_size} x "
+        f"{c.llm_config.num_hidden_layers}, vocab {c.llm_config.vocab_size}"
+    )
+    typer.echo(
+        f"  tts lm         {c.tts_lm_config.model_type}, hidden "
+        f"{c.tts_lm_config.hidden_size} x {c.tts_lm_config.num_hidden_layers}, "
+        f"{c.unit_vocab_size} units + specials (end of speech = {c.tts_eos_token_id})"
+    )
+    typer.echo(f"  interleave     {c.interleave_strategy} (text states : units)")
+    typer.echo(f"  unit rate      {c.unit_rate} units/s; speaker embedding {c.spk_emb_dim}-d")
+
+
+@app.command("chat")
+def chat(
+    audio: Path = typer.Option(..., "--audio", help="The user's utterance (WAV/FLAC/OGG/MP3)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the spoken answer (.wav)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A model directory."),
+    preset: str = typer.Option("tiny", "--preset", help="Random-init preset if no checkpoint."),
+    temperature: float = typer.Option(0.0, help="0 = greedy."),
+    top_p: float = typer.Option(1.0),
+    seed: int = typer.Option(0),
+    max_text_tokens: int = typer.Option(128),
+    max_units: int = typer.Option(1024),
+    speaker_embedding: Path | None = typer.Option(None, help=".npy speaker embedding."),
+) -> None:
+    """Answer one spoken turn: stream the text to the terminal, write the speech to ``--out``.
+
+    Units become audio with the unit tokenizer saved beside the model (``units/tokenizer.npz``);
+    without one the units and text are written to ``OUT.units.json`` instead.
+    """
+    import numpy as np
+
+    from opens2s.audio.io import AudioError, load_audio
+    from opens2s.model import build_model, build_tokenizer, load_model
+    from opens2s.model.streaming import Done, SamplingParams, StreamingDecoder, TextDelta, UnitChunk
+
+    try:
+        wave = load_audio(audio, 16000)
+    except AudioError as e:
+        raise typer.BadParameter(f"--audio: {e}") from e
+    if checkpoint is not None:
+        model, tokenizer = load_model(checkpoint)
+    elif preset == "tiny":
+        model, tokenizer = build_model("tiny"), build_tokenizer("tiny")
+    else:
+        raise typer.BadParameter(f"--preset {preset!r} needs --checkpoint (no bundled weights)")
+    spk = np.load(speaker_embedding) if speaker_embedding is not None else None
+    sampling = SamplingParams(temperature, top_p, seed, max_text_tokens, max_units)
+    decoder = StreamingDecoder(model, tokenizer)
+
+    t0 = time.perf_counter()
+    first_unit_s = None
+    text, units, reason = "", [], ""
+    for event in decoder.decode(wave, speaker_embedding=spk, sampling=sampling):
+        if isinstance(event, TextDelta):
+            text += event.text
+            typer.echo(event.text, nl=False)
+        elif isinstance(event, UnitChunk):
+            first_unit_s = first_unit_s or time.perf_counter() - t0
+            units += event.units
+        elif isinstance(event, Done):
+            reason = event.reason
+    elapsed = time.perf_counter() - t0
+    typer.echo("")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    vocoded = _vocode(checkpoint, units, out)
+    if not vocoded:
+        side = out.with_suffix(".units.json")
+        side.write_text(json.dumps({"text": text, "units": units, "reason": reason}))
+        typer.echo(f"no unit tokenizer/vocoder next to the model: wrote text + units to {side}")
+    first = f"{first_unit_s * 1000:.0f} ms" if first_unit_s is not None else "n/a"
+    typer.echo(
+        f"done ({reason}): {len(text)} chars, {len(units)} units, first unit after {first}, "
+        f"{elapsed:.2f} s total" + (f"; audio in {out}" if vocoded else "")
+    )
+
+
+def _vocode(checkpoint: Path | None, units: list[int], out: Path) -> bool:
+    """Write ``units`` as audio with the model dir's unit tokenizer; False when none is there."""
+    if checkpoint is None or not (checkpoint / "units" / "tokenizer.npz").is_file():
+        return False
+    try:
+        from opens2s.audio.io import write_audio
+        from opens2s.audio.units import load_unit_tokenizer
+        from opens2s.audio.vocoder import vocoder_for
+    except ImportError:
+        return False
+    vocoder = vocoder_for(load_unit_tokenizer(checkpoint / "units" / "tokenizer.npz"))
+    write_audio(out, vocoder.decode(units), vocoder.sample_rate)
+    return True
