@@ -126,6 +126,9 @@ class DataSection(BaseModel):
 
     workers: int = Field(2, gt=0)
     """Parallel Ray workers per heavy stage (writer, render, units, filters)."""
+    cpus_per_worker: float = Field(1.0, gt=0)
+    """Logical CPUs each stage worker asks Ray for. Stage workers are single-threaded and wait on
+    each other in a streaming pipeline, so below 1 (e.g. 0.25 on a laptop) packs more of them."""
     max_failed_blocks: int = Field(8, ge=0)
     """Ray Data blocks that may fail (a worker crash) before the job stops; their dialogues are
     quarantined as lost."""

@@ -93,15 +93,20 @@ def _scenario_batch(batch: dict[str, Any], settings, shard_size: int) -> dict[st
     return samples_to_batch(samples)
 
 
-def apply_stages(ds, stages: Iterable[StageSpec], workers: int):
-    """Compose stages on a Ray Dataset of sample rows (the pipeline is only this composition)."""
+def apply_stages(ds, stages: Iterable[StageSpec], workers: int, cpus_per_worker: float = 1.0):
+    """Compose stages on a Ray Dataset of sample rows (the pipeline is only this composition).
+    Each stage worker asks for ``spec.num_cpus * cpus_per_worker`` logical CPUs."""
     import ray.data
 
     for spec in stages:
         if getattr(spec.fn, "applies_to_dataset", False):
             ds = spec.fn(ds, spec, workers)  # a stage that is itself a Ray Data processor
             continue
-        common = dict(batch_size=spec.batch_size, batch_format="numpy", num_cpus=spec.num_cpus)
+        common = dict(
+            batch_size=spec.batch_size,
+            batch_format="numpy",
+            num_cpus=spec.num_cpus * cpus_per_worker,
+        )
         if spec.num_gpus:
             common["num_gpus"] = spec.num_gpus
         if spec.holds_model:
@@ -265,7 +270,12 @@ def ensure_unit_tokenizer(cfg: PlatformConfig, scen, root: str, log: Log) -> str
         fn_kwargs={"settings": scen, "shard_size": cfg.data.output.shard_size},
         batch_format="numpy",
     )
-    ds = apply_stages(ds, script_stages(cfg, scen, template_only=True), cfg.data.workers)
+    ds = apply_stages(
+        ds,
+        script_stages(cfg, scen, template_only=True),
+        cfg.data.workers,
+        cfg.data.cpus_per_worker,
+    )
     waves = [
         s.waves[i]
         for s in _samples_of(ds)
@@ -315,7 +325,9 @@ def build_corpus(cfg: PlatformConfig, *, log: Log = print) -> dict[str, Any]:
             fn_kwargs={"settings": scen, "shard_size": size},
             batch_format="numpy",
         )
-        ds = apply_stages(ds, corpus_stages(cfg, scen, root, tokenizer_uri), d.workers)
+        ds = apply_stages(
+            ds, corpus_stages(cfg, scen, root, tokenizer_uri), d.workers, d.cpus_per_worker
+        )
         buffers: dict[int, dict[str, Sample]] = {s: {} for s in pending}
         committed = 0
         for sample in _samples_of(ds):
