@@ -129,6 +129,8 @@ class DataSection(BaseModel):
     cpus_per_worker: float = Field(1.0, gt=0)
     """Logical CPUs each stage worker asks Ray for. Stage workers are single-threaded and wait on
     each other in a streaming pipeline, so below 1 (e.g. 0.25 on a laptop) packs more of them."""
+    worker_retries: int = Field(2, ge=0)
+    """Times a batch is retried after its worker process dies, before it counts as failed."""
     max_failed_blocks: int = Field(8, ge=0)
     """Ray Data blocks that may fail (a worker crash) before the job stops; their dialogues are
     quarantined as lost."""

@@ -93,7 +93,13 @@ def _scenario_batch(batch: dict[str, Any], settings, shard_size: int) -> dict[st
     return samples_to_batch(samples)
 
 
-def apply_stages(ds, stages: Iterable[StageSpec], workers: int, cpus_per_worker: float = 1.0):
+def apply_stages(
+    ds,
+    stages: Iterable[StageSpec],
+    workers: int,
+    cpus_per_worker: float = 1.0,
+    worker_retries: int = 2,
+):
     """Compose stages on a Ray Dataset of sample rows (the pipeline is only this composition).
     Each stage worker asks for ``spec.num_cpus * cpus_per_worker`` logical CPUs."""
     import ray.data
@@ -109,12 +115,16 @@ def apply_stages(ds, stages: Iterable[StageSpec], workers: int, cpus_per_worker:
         )
         if spec.num_gpus:
             common["num_gpus"] = spec.num_gpus
+        # A batch whose worker dies is retried this often, then its block fails (and its
+        # samples are quarantined as lost) instead of being retried forever.
+        retries = {"max_task_retries" if spec.holds_model else "max_retries": worker_retries}
         if spec.holds_model:
             ds = ds.map_batches(
                 StageWorker,
                 fn_constructor_kwargs={"spec": spec},
                 compute=ray.data.ActorPoolStrategy(size=workers),
                 **common,
+                **retries,
             )
         else:
             ds = ds.map_batches(
@@ -122,6 +132,7 @@ def apply_stages(ds, stages: Iterable[StageSpec], workers: int, cpus_per_worker:
                 fn_kwargs={"spec": spec},
                 compute=ray.data.TaskPoolStrategy(size=workers),
                 **common,
+                **retries,
             )
     return ds
 
@@ -275,6 +286,7 @@ def ensure_unit_tokenizer(cfg: PlatformConfig, scen, root: str, log: Log) -> str
         script_stages(cfg, scen, template_only=True),
         cfg.data.workers,
         cfg.data.cpus_per_worker,
+        cfg.data.worker_retries,
     )
     waves = [
         s.waves[i]
@@ -289,6 +301,56 @@ def ensure_unit_tokenizer(cfg: PlatformConfig, scen, root: str, log: Log) -> str
         f"turns in {time.perf_counter() - start:.1f} s -> {target}"
     )
     return target
+
+
+def commit_shards(
+    samples: Iterable[Sample],
+    root: str,
+    expected: dict[int, list[int]],
+    scen,
+    log: Log = print,
+) -> None:
+    """Gather finished samples per shard and commit each shard as soon as all of its samples
+    (``expected``: shard -> sample indices) are back; at the end, shards missing samples (their
+    Ray Data block failed: a crashed worker) are committed with those samples quarantined."""
+    start = time.perf_counter()
+    buffers: dict[int, dict[str, Sample]] = {s: {} for s in expected}
+    committed = 0
+    for sample in samples:
+        shard = buffers.get(sample.shard)
+        if shard is None:  # a shard not asked for: ignore rather than commit it twice
+            continue
+        shard[sample.id] = sample
+        if len(shard) == len(expected[sample.shard]):
+            output.write_shard(root, sample.shard, list(shard.values()))
+            committed += 1
+            kept = sum(s.ok for s in shard.values())
+            log(
+                f"[corpus] shard {sample.shard:05d} committed: {kept} kept, "
+                f"{len(shard) - kept} quarantined ({committed}/{len(expected)} shards, "
+                f"{time.perf_counter() - start:.1f} s)"
+            )
+            del buffers[sample.shard]
+    for shard_no, got in sorted(buffers.items()):
+        lost = 0
+        for i in expected[shard_no]:
+            sid = sample_id(scen.seed, i)
+            if sid not in got:
+                sample = Sample(
+                    id=sid, index=i, shard=shard_no, scenario=scenarios.scenario_for(i, scen)
+                )
+                sample.drop("worker", "lost: the Ray worker processing it failed (crash or OOM)")
+                got[sid] = sample
+                lost += 1
+        output.write_shard(root, shard_no, list(got.values()))
+        log(f"[corpus] shard {shard_no:05d} committed with {lost} lost samples quarantined")
+
+
+def configure_ray_data(d) -> None:
+    """Let up to ``data.max_failed_blocks`` blocks fail without stopping the job."""
+    import ray.data
+
+    ray.data.DataContext.get_current().max_errored_blocks = d.max_failed_blocks
 
 
 def build_corpus(cfg: PlatformConfig, *, log: Log = print) -> dict[str, Any]:
@@ -310,7 +372,7 @@ def build_corpus(cfg: PlatformConfig, *, log: Log = print) -> dict[str, Any]:
     )
     if pending:
         _init_ray()
-        ray.data.DataContext.get_current().max_errored_blocks = d.max_failed_blocks
+        configure_ray_data(d)
         tokenizer_uri = ensure_unit_tokenizer(cfg, scen, root, log)
         expected: dict[int, list[int]] = {
             s: list(range(s * size, min((s + 1) * size, total))) for s in pending
@@ -326,34 +388,13 @@ def build_corpus(cfg: PlatformConfig, *, log: Log = print) -> dict[str, Any]:
             batch_format="numpy",
         )
         ds = apply_stages(
-            ds, corpus_stages(cfg, scen, root, tokenizer_uri), d.workers, d.cpus_per_worker
+            ds,
+            corpus_stages(cfg, scen, root, tokenizer_uri),
+            d.workers,
+            d.cpus_per_worker,
+            d.worker_retries,
         )
-        buffers: dict[int, dict[str, Sample]] = {s: {} for s in pending}
-        committed = 0
-        for sample in _samples_of(ds):
-            shard = buffers.get(sample.shard)
-            if shard is None:  # not a pending shard: cannot happen unless ids collide
-                continue
-            shard[sample.id] = sample
-            if len(shard) == len(expected[sample.shard]):
-                output.write_shard(root, sample.shard, list(shard.values()))
-                committed += 1
-                kept = sum(s.ok for s in shard.values())
-                log(
-                    f"[corpus] shard {sample.shard:05d} committed: {kept} kept, "
-                    f"{len(shard) - kept} quarantined ({committed}/{len(pending)} shards, "
-                    f"{time.perf_counter() - start:.1f} s)"
-                )
-                del buffers[sample.shard]
-        for shard_no, got in sorted(buffers.items()):  # blocks lost to failed workers
-            for i in expected[shard_no]:
-                sid = sample_id(scen.seed, i)
-                if sid not in got:
-                    lost = scenarios.make_scenarios([i], scen, size)[0]
-                    lost.drop("worker", "lost: the Ray task or actor processing it failed")
-                    got[sid] = lost
-            output.write_shard(root, shard_no, list(got.values()))
-            log(f"[corpus] shard {shard_no:05d} committed with lost samples quarantined")
+        commit_shards(_samples_of(ds), root, expected, scen, log)
     manifest, quarantine = output.merge_parts(root)
     result = summary.summarize(
         root,
