@@ -126,9 +126,10 @@ class DataSection(BaseModel):
 
     workers: int = Field(2, gt=0)
     """Parallel Ray workers per heavy stage (writer, render, units, filters)."""
-    cpus_per_worker: float = Field(1.0, gt=0)
+    cpus_per_worker: float = Field(0.25, gt=0)
     """Logical CPUs each stage worker asks Ray for. Stage workers are single-threaded and wait on
-    each other in a streaming pipeline, so below 1 (e.g. 0.25 on a laptop) packs more of them."""
+    each other in a streaming pipeline: 0.25 packs a whole pipeline on a 2-core laptop; use 1
+    on a cluster with real cores to spare."""
     worker_retries: int = Field(2, ge=0)
     """Times a batch is retried after its worker process dies, before it counts as failed."""
     max_failed_blocks: int = Field(8, ge=0)
