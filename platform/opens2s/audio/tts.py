@@ -1,0 +1,446 @@
+"""Controllable TTS for the corpus: speakers and emotions on espeak-ng, and a slot for CosyVoice2.
+
+A *speaker* is a named, reproducible choice of espeak-ng accent, voice variant, base pitch and rate.
+An *emotion* is a prosody profile after the rule-based emotional synthesis literature (Murray &
+Arnott 1993; Cahn 1990; Burkhardt & Sendlmeier 2000; Schröder 2001): pitch level, pitch range,
+speaking rate, volume and pauses, each a change from neutral scaled by ``intensity``.
+docs/speech.md lists the profiles and their sources.
+
+espeak-ng runs in-process through ctypes (libespeak-ng.so.1): ~4x faster than its CLI. The
+library keeps one global state whose parameters persist between calls, so every call sets all of
+them, under a process-wide lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import html
+import re
+import threading
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from opens2s.config.audio import AudioSection
+
+_DEFAULTS = AudioSection()
+ASSISTANT_SPEAKER: str = _DEFAULTS.assistant_speaker
+EMOTIONS: tuple[str, ...] = (
+    "neutral",
+    "happy",
+    "sad",
+    "angry",
+    "fearful",
+    "surprised",
+    "disgusted",
+)
+MAX_TEXT_CHARS = 2000
+MAX_INTENSITY = 2.0
+
+
+class TTSError(ValueError):
+    """A synthesis request that cannot be served: ``source`` names the input, ``problem`` why."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(f"{source}: {problem}")
+        self.source = source
+        self.problem = problem
+
+
+class TTSEngine(ABC):
+    """A text-to-speech engine with named speakers and emotions."""
+
+    @abstractmethod
+    def synthesize(
+        self, text: str, speaker: str, emotion: str = "neutral", intensity: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        """Speak ``text`` as ``speaker`` with ``emotion``: ``(float32 mono wave, sample rate)``."""
+
+    @abstractmethod
+    def speakers(self) -> list[str]:
+        """Names accepted as ``speaker``."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Speakers
+
+
+@dataclass(frozen=True)
+class EspeakSpeaker:
+    """One espeak-ng voice: accent (language voice), variant, base pitch 0-99, rate in words/min."""
+
+    name: str
+    accent: str
+    variant: str
+    pitch: int
+    rate: int
+
+    @property
+    def voice_name(self) -> str:
+        """The espeak-ng voice string, e.g. ``en-gb-scotland+f3``."""
+        return f"{self.accent}+{self.variant}"
+
+
+_ACCENTS = {
+    "us": "en-us",
+    "gb": "en",  # espeak-ng names its British voice "en" (gmw/en)
+    "scot": "en-gb-scotland",
+    "rp": "en-gb-x-rp",
+    "carib": "en-029",
+    "lanc": "en-gb-x-gbclan",
+}
+_MALE = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
+_FEMALE = ("f1", "f2", "f3", "f4", "f5")
+
+
+def _catalog() -> dict[str, EspeakSpeaker]:
+    """Every accent x variant, with base pitch and rate drawn from a hash of the name.
+
+    The hash (crc32) makes the catalog identical on every machine and run. Base pitches leave
+    headroom for the emotion profiles (espeak clamps pitch to 0-99).
+    """
+    out: dict[str, EspeakSpeaker] = {}
+    # The assistant: a steady mid-low male US voice; low voices survive unit quantization best.
+    out[ASSISTANT_SPEAKER] = EspeakSpeaker(ASSISTANT_SPEAKER, "en-us", "m3", 40, 165)
+    for code, accent in _ACCENTS.items():
+        for variant in _MALE + _FEMALE:
+            name = f"{code}-{variant}"
+            h = zlib.crc32(name.encode())
+            low, high = (30, 50) if variant.startswith("m") else (45, 65)
+            pitch = low + h % (high - low + 1)
+            rate = 150 + (h // 97) % 36
+            out[name] = EspeakSpeaker(name, accent, variant, pitch, rate)
+    return out
+
+
+SPEAKERS: dict[str, EspeakSpeaker] = _catalog()
+
+
+# ---------------------------------------------------------------------------------------------
+# Emotions
+
+
+@dataclass(frozen=True)
+class ProsodyProfile:
+    """How an emotion changes neutral speech (at intensity 1).
+
+    ``pitch_shift`` is added to the speaker's espeak pitch (0-99, ~1 Hz a step for a male voice);
+    ``range_scale`` multiplies espeak's pitch range (50 = neutral); ``rate_scale`` multiplies words
+    per minute; ``volume_scale`` multiplies amplitude (espeak volume 100 = neutral);
+    ``clause_pause_ms`` is silence added after each clause (, ; : . ! ?); ``word_gap_ms`` is
+    silence added between words.
+    """
+
+    pitch_shift: float = 0.0
+    range_scale: float = 1.0
+    rate_scale: float = 1.0
+    volume_scale: float = 1.0
+    clause_pause_ms: float = 0.0
+    word_gap_ms: float = 0.0
+
+
+NEUTRAL = ProsodyProfile()
+# Directions follow Murray & Arnott (1993, Table 1) for anger, happiness, sadness, fear and disgust,
+# and Cahn (1990) / Burkhardt & Sendlmeier (2000) for surprise; magnitudes are chosen within the
+# ranges those rule systems report (see docs/speech.md).
+PROFILES: dict[str, ProsodyProfile] = {
+    "neutral": NEUTRAL,
+    "happy": ProsodyProfile(14, 1.6, 1.10, 1.20, 0, 0),
+    "sad": ProsodyProfile(-12, 0.45, 0.78, 0.70, 180, 30),
+    "angry": ProsodyProfile(10, 1.7, 1.12, 1.45, 0, 0),
+    "fearful": ProsodyProfile(20, 1.7, 1.28, 1.0, 90, 0),
+    "surprised": ProsodyProfile(14, 2.0, 1.05, 1.15, 60, 0),
+    "disgusted": ProsodyProfile(-24, 1.2, 0.75, 0.85, 140, 20),
+}
+
+
+def _scaled(profile: ProsodyProfile, intensity: float) -> ProsodyProfile:
+    """Interpolate between neutral (intensity 0) and the profile (1), extrapolating up to 2."""
+
+    def lerp(neutral: float, value: float) -> float:
+        return neutral + intensity * (value - neutral)
+
+    return ProsodyProfile(
+        pitch_shift=lerp(0.0, profile.pitch_shift),
+        range_scale=max(0.0, lerp(1.0, profile.range_scale)),
+        rate_scale=max(0.3, lerp(1.0, profile.rate_scale)),
+        volume_scale=max(0.05, lerp(1.0, profile.volume_scale)),
+        clause_pause_ms=max(0.0, lerp(0.0, profile.clause_pause_ms)),
+        word_gap_ms=max(0.0, lerp(0.0, profile.word_gap_ms)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# libespeak-ng through ctypes
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_DONT_EXIT = 0x8000
+_CHARS_UTF8 = 1
+_SSML = 0x10
+_POS_CHARACTER = 1
+_RATE, _VOLUME, _PITCH, _RANGE, _PUNCTUATION, _CAPITALS, _WORDGAP = 1, 2, 3, 4, 5, 6, 7
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+
+
+class _Espeak:
+    """The process's one libespeak-ng instance (the library holds global state)."""
+
+    _instance: _Espeak | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        path = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as e:
+            raise TTSError(
+                "espeak-ng",
+                f"cannot load libespeak-ng ({e}); install libespeak-ng1 (scripts/setup.sh)",
+            ) from e
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetVoiceByName.restype = ctypes.c_int
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_SetParameter.restype = ctypes.c_int
+        lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
+        lib.espeak_Synth.restype = ctypes.c_int
+        sr = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INITIALIZE_DONT_EXIT)
+        if sr <= 0:
+            raise TTSError("espeak-ng", f"espeak_Initialize failed (returned {sr})")
+        self.lib = lib
+        self.sample_rate = sr
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SYNTH_CALLBACK(self._on_samples)  # kept alive: C holds the pointer
+        lib.espeak_SetSynthCallback(self._callback)
+
+    @classmethod
+    def get(cls) -> _Espeak:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = _Espeak()
+            return cls._instance
+
+    def _on_samples(self, wav, n: int, _events) -> int:
+        if n > 0 and wav:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        return 0
+
+    def speak(self, ssml: str, voice: str, params: dict[int, int]) -> np.ndarray:
+        """Render SSML with ``voice`` and every parameter set explicitly; int16 samples."""
+        with self._lock:
+            rc = self.lib.espeak_SetVoiceByName(voice.encode())
+            if rc != 0:
+                raise TTSError(voice, f"espeak-ng has no voice {voice!r} (error {rc})")
+            for key, value in params.items():
+                self.lib.espeak_SetParameter(key, int(value), 0)
+            self._chunks = []
+            data = ssml.encode("utf-8") + b"\0"
+            rc = self.lib.espeak_Synth(
+                data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _SSML, None, None
+            )
+            if rc != 0:
+                raise TTSError(voice, f"espeak_Synth failed (error {rc})")
+            chunks, self._chunks = self._chunks, []
+        if not chunks:
+            return np.zeros(0, np.int16)
+        return np.concatenate(chunks)
+
+
+_CLAUSE_END = re.compile(r"([,;:.!?]+)(\s+|$)")
+
+
+def _to_ssml(text: str, clause_pause_ms: int) -> str:
+    """Escape text for SSML and add a break after each clause when the profile asks for one."""
+    escaped = html.escape(text, quote=False)
+    if clause_pause_ms > 0:
+        escaped = _CLAUSE_END.sub(rf'\1<break time="{clause_pause_ms}ms"/>\2', escaped)
+    return f"<speak>{escaped}</speak>"
+
+
+class EspeakTTS(TTSEngine):
+    """espeak-ng in-process: catalog speakers (``SPEAKERS``) x emotion profiles (``PROFILES``).
+
+    ``extra_speakers`` adds named speakers of your own to the catalog.
+    """
+
+    def __init__(self, extra_speakers: dict[str, EspeakSpeaker] | None = None) -> None:
+        self._engine = _Espeak.get()
+        self._speakers = {**SPEAKERS, **(extra_speakers or {})}
+
+    @property
+    def sample_rate(self) -> int:
+        """Rate of the waves ``synthesize`` returns (22,050 Hz for espeak-ng)."""
+        return self._engine.sample_rate
+
+    def speakers(self) -> list[str]:
+        """Catalog names: ``assistant`` and ``<accent>-<variant>`` (e.g. ``scot-f3``)."""
+        return list(self._speakers)
+
+    def espeak_parameters(
+        self, speaker: str, emotion: str = "neutral", intensity: float = 1.0
+    ) -> dict[str, int]:
+        """The espeak-ng settings a request maps to (pitch, range, rate, volume, pauses)."""
+        spk = self._speaker(speaker)
+        prof = self._profile(emotion, intensity)
+        return {
+            "pitch": int(np.clip(round(spk.pitch + prof.pitch_shift), 0, 99)),
+            "range": int(np.clip(round(50 * prof.range_scale), 0, 100)),
+            "rate": int(np.clip(round(spk.rate * prof.rate_scale), 80, 450)),
+            "volume": int(np.clip(round(100 * prof.volume_scale), 0, 200)),
+            "word_gap_10ms": int(round(prof.word_gap_ms / 10)),
+            "clause_pause_ms": int(round(prof.clause_pause_ms)),
+        }
+
+    def synthesize(
+        self, text: str, speaker: str, emotion: str = "neutral", intensity: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        """Speak ``text``: ``(float32 wave in [-1, 1], 22050)``. Raises TTSError on bad input."""
+        if not isinstance(text, str) or not text.strip():
+            raise TTSError("text", "empty text, nothing to speak")
+        if len(text) > MAX_TEXT_CHARS:
+            raise TTSError("text", f"{len(text)} characters, at most {MAX_TEXT_CHARS} per call")
+        p = self.espeak_parameters(speaker, emotion, intensity)
+        voice = self._speakers[speaker].voice_name
+        params = {
+            _RATE: p["rate"],
+            _VOLUME: p["volume"],
+            _PITCH: p["pitch"],
+            _RANGE: p["range"],
+            _PUNCTUATION: 0,
+            _CAPITALS: 0,
+            _WORDGAP: p["word_gap_10ms"],
+        }
+        pcm = self._engine.speak(_to_ssml(text, p["clause_pause_ms"]), voice, params)
+        if pcm.size == 0:
+            raise TTSError("text", f"espeak-ng produced no audio for {text[:60]!r}")
+        return (pcm.astype(np.float32) / 32768.0), self._engine.sample_rate
+
+    def _speaker(self, speaker: str) -> EspeakSpeaker:
+        if speaker not in self._speakers:
+            raise TTSError(
+                "speaker", f"unknown speaker {speaker!r}; known: assistant, us-m1 ... lanc-f5"
+            )
+        return self._speakers[speaker]
+
+    @staticmethod
+    def _profile(emotion: str, intensity: float) -> ProsodyProfile:
+        if emotion not in PROFILES:
+            raise TTSError("emotion", f"unknown emotion {emotion!r}; known: {', '.join(EMOTIONS)}")
+        if not (0.0 <= float(intensity) <= MAX_INTENSITY):
+            raise TTSError("intensity", f"{intensity} is outside [0, {MAX_INTENSITY}]")
+        return _scaled(PROFILES[emotion], float(intensity))
+
+
+# ---------------------------------------------------------------------------------------------
+# CosyVoice2-style instruct TTS (GPU slot)
+
+_INSTRUCTIONS = {
+    "neutral": "Speak in a calm, neutral tone.",
+    "happy": "Speak happily, with a cheerful, bright voice.",
+    "sad": "Speak sadly, slowly and softly.",
+    "angry": "Speak angrily, with a loud, tense voice.",
+    "fearful": "Speak fearfully, quickly, with a trembling voice.",
+    "surprised": "Speak with surprise, with a high, rising voice.",
+    "disgusted": "Speak with disgust, slowly, with a low voice.",
+}
+
+
+class CosyVoice2TTS(TTSEngine):
+    """Slot for a CosyVoice2-style instruct TTS loaded from a local model directory (GPU).
+
+    ``model_dir`` must hold what ``cosyvoice.cli.cosyvoice.CosyVoice2`` loads: ``cosyvoice2.yaml``,
+    ``llm.pt``, ``flow.pt``, ``hift.pt``, ``campplus.onnx``, ``speech_tokenizer_v2.onnx`` and the
+    ``CosyVoice-BlankEN`` text tokenizer; ``speakers_dir`` holds one 16 kHz prompt recording per
+    speaker (``<name>.wav``). Emotion becomes a natural-language instruction (``instruct2``
+    mode); intensity adds an adverb. The ``cosyvoice`` package (FunAudioLLM/CosyVoice, not on
+    PyPI) must be importable.
+    """
+
+    REQUIRED_FILES = (
+        "cosyvoice2.yaml",
+        "llm.pt",
+        "flow.pt",
+        "hift.pt",
+        "campplus.onnx",
+        "speech_tokenizer_v2.onnx",
+    )
+
+    def __init__(self, model_dir: str | Path, speakers_dir: str | Path, *, fp16: bool = True):
+        model_dir, speakers_dir = Path(model_dir), Path(speakers_dir)
+        if not model_dir.is_dir():
+            raise TTSError(str(model_dir), "CosyVoice2 model directory does not exist")
+        missing = [f for f in self.REQUIRED_FILES if not (model_dir / f).is_file()]
+        if not (model_dir / "CosyVoice-BlankEN").is_dir():
+            missing.append("CosyVoice-BlankEN/")
+        if missing:
+            raise TTSError(str(model_dir), f"not a CosyVoice2 model directory: missing {missing}")
+        prompts = sorted(speakers_dir.glob("*.wav")) if speakers_dir.is_dir() else []
+        if not prompts:
+            raise TTSError(str(speakers_dir), "no speaker prompt recordings (<name>.wav) found")
+        try:
+            from cosyvoice.cli.cosyvoice import CosyVoice2  # optional GPU stack
+        except ImportError as e:
+            raise TTSError(
+                "cosyvoice",
+                f"the cosyvoice package is not importable ({e}); install FunAudioLLM/CosyVoice",
+            ) from e
+        from opens2s.audio.io import load_audio
+
+        self._model = CosyVoice2(str(model_dir), load_jit=False, load_trt=False, fp16=fp16)
+        self._prompts = {p.stem: load_audio(p, 16000) for p in prompts}
+
+    def speakers(self) -> list[str]:
+        """Names of the prompt recordings in ``speakers_dir``."""
+        return list(self._prompts)
+
+    def synthesize(
+        self, text: str, speaker: str, emotion: str = "neutral", intensity: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        """Speak ``text`` in the prompt speaker's voice, instructed with the emotion."""
+        import torch
+
+        if not text.strip():
+            raise TTSError("text", "empty text, nothing to speak")
+        if speaker not in self._prompts:
+            raise TTSError("speaker", f"unknown speaker {speaker!r}; known: {self.speakers()}")
+        if emotion not in _INSTRUCTIONS:
+            raise TTSError("emotion", f"unknown emotion {emotion!r}; known: {', '.join(EMOTIONS)}")
+        instruction = _INSTRUCTIONS[emotion]
+        if emotion != "neutral" and intensity >= 1.5:
+            instruction = instruction.replace("Speak ", "Speak very ", 1)
+        elif emotion != "neutral" and intensity < 0.5:
+            instruction = instruction.replace("Speak ", "Speak slightly ", 1)
+        prompt = torch.from_numpy(self._prompts[speaker])[None, :]
+        pieces = [
+            out["tts_speech"].squeeze(0).float().cpu().numpy()
+            for out in self._model.inference_instruct2(text, instruction, prompt, stream=False)
+        ]
+        return np.concatenate(pieces).astype(np.float32), int(self._model.sample_rate)
+
+
+def build_tts(cfg: AudioSection | None = None, speakers_dir: str | Path | None = None) -> TTSEngine:
+    """The corpus TTS the config names (``audio.tts_engine``)."""
+    cfg = cfg or _DEFAULTS
+    if cfg.tts_engine == "espeak":
+        return EspeakTTS()
+    if not cfg.cosyvoice_path:
+        raise TTSError("audio.cosyvoice_path", "tts_engine is cosyvoice2 but no model path is set")
+    base = Path(cfg.cosyvoice_path)
+    return CosyVoice2TTS(base, speakers_dir or base / "speakers")
