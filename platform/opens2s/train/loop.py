@@ -28,7 +28,7 @@ from opens2s.train.data import iter_micro_batches
 from opens2s.train.deepspeed_config import deepspeed_config, skip_shm_comm_build
 from opens2s.train.metrics import MetricsLog
 from opens2s.train.model_source import build_initial_model
-from opens2s.train.stages import add_lora, apply_stage
+from opens2s.train.stages import add_lora, apply_stage, stage_lora
 
 MODEL_INPUT_EXCLUDE = ("ids",)
 
@@ -73,8 +73,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # 1. Model, stage freeze set, optional LoRA.
     model, tokenizer = build_initial_model(cfg.source)
     apply_stage(model, cfg.stage)
-    if train.lora is not None and cfg.stage == "finetune":
-        add_lora(model, train.lora)
+    lora = stage_lora(train.lora, cfg.stage)
+    if lora is not None:
+        add_lora(model, lora)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)  # before ZeRO-3 partitions them
 
@@ -199,8 +200,9 @@ def _save_and_report(
     import ray.train
 
     local = Path(tempfile.mkdtemp(prefix=f"opens2s-ckpt-{state.step}-r{rank}-"))
+    lora = stage_lora(cfg.train.lora, cfg.stage)
     checkpoints.save(
-        engine, local, state, stage=cfg.stage, lora=cfg.train.lora, tokenizer=tokenizer, rank=rank
+        engine, local, state, stage=cfg.stage, lora=lora, tokenizer=tokenizer, rank=rank
     )
     ray.train.report(
         metrics,

@@ -51,6 +51,11 @@ def apply_stage(model: nn.Module, stage: Stage) -> list[str]:
     return trainable
 
 
+def stage_lora(lora: LoraSection | None, stage: Stage) -> LoraSection | None:
+    """The LoRA settings a stage uses: LoRA adapts the LLM, which only ``finetune`` trains."""
+    return lora if stage == "finetune" else None
+
+
 def add_lora(model: nn.Module, lora: LoraSection) -> list[str]:
     """Put LoRA adapters on the LLM's ``lora.target_modules``; only the adapters train in the LLM.
 
