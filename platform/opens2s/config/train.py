@@ -38,7 +38,8 @@ class TrainSection(BaseModel):
     TTS LM (+ the bridges). The audio encoder stays frozen in both. The first stage starts from
     the ``model`` section (``model.checkpoint`` directory, else a random ``model.preset``)."""
     corpus: str | None = None
-    """Corpus root (local or s3://) holding ``shards/*.jsonl``; None: ``<run_dir>/corpus``."""
+    """Corpus root (local or s3://) holding ``shards/*.jsonl``; None: where the corpus job writes
+    (``data.output.uri``, else ``<run_dir>/corpus``)."""
     materialize_corpus: bool = True
     """Encode the corpus once and keep it in Ray's object store for every epoch (small corpora);
     false streams it and re-encodes each epoch (corpora larger than the object store)."""

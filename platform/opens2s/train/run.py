@@ -81,20 +81,22 @@ def stage_dir(cfg: PlatformConfig, stage: str) -> str:
 
 
 def corpus_uri(cfg: PlatformConfig) -> str:
-    """The corpus training reads: ``train.corpus``, else ``<run_dir>/corpus``."""
-    return cfg.train.corpus or storage.join(cfg.run_dir, "corpus")
+    """The corpus training reads: ``train.corpus``, else where the corpus job writes it
+    (``data.output.uri``, else ``<run_dir>/corpus``)."""
+    return cfg.train.corpus or cfg.data.output.uri or storage.join(cfg.run_dir, "corpus")
 
 
 def run_training(cfg: PlatformConfig, *, kill: KillWorker | None = None) -> TrainSummary:
     """Train every stage of ``cfg.train.stages`` in order; returns the summary.
 
-    Uses the connected Ray cluster, or starts a local one. ``kill`` injects a worker failure into
+    Uses the connected Ray cluster (``RAY_ADDRESS`` under ``ray job submit``), else starts an
+    embedded local one (never attaches to another cluster that happens to run on this machine). ``kill`` injects a worker failure into
     the first stage (tests, drills).
     """
     if not ray.is_initialized():
         # ray.train.report costs ~2 s a call at Ray's default health-check interval.
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-        ray.init()
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
     t0 = time.perf_counter()
     source = cfg.model
     summaries = []
