@@ -15,6 +15,7 @@ import yaml
 from opens2s.cluster.raycluster import labels, raycluster_spec
 from opens2s.cluster.rayjob import runtime_env
 from opens2s.config import PlatformConfig
+from opens2s.pipeline.plan import served_config
 from opens2s.serving.app import serve_application_entry
 
 
@@ -24,7 +25,10 @@ def serve_config(cfg: PlatformConfig) -> dict[str, Any]:
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": s.port},
-        "applications": [{**serve_application_entry(cfg), "runtime_env": runtime_env(cfg)}],
+        # serve.model_dir defaults to <run_dir>/model, where the training RayJob exports.
+        "applications": [
+            {**serve_application_entry(served_config(cfg)), "runtime_env": runtime_env(cfg)}
+        ],
     }
 
 

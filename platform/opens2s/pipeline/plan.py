@@ -6,13 +6,18 @@ all three run the same steps.
 
 from __future__ import annotations
 
-STEPS: tuple[str, ...] = ("corpus", "units", "align", "finetune", "export", "serve", "turn")
-"""corpus: build the speech-dialogue corpus; units: fit the unit tokenizer and tokenize the
-assistant speech; align, finetune: the two training stages; export: the ``from_pretrained``
-model dir; serve: deploy the Serve app; turn: one spoken test turn against it."""
+from opens2s import storage
+from opens2s.config import PlatformConfig
+
+STEPS: tuple[str, ...] = ("units", "corpus", "align", "finetune", "export", "serve", "turn")
+"""units: fit the k-means unit tokenizer on a sample of rendered assistant speech (first, because
+the corpus records carry speech units); corpus: build the speech-dialogue corpus (scripts, TTS,
+units, filters, shards); align, finetune: the training stages listed in ``train.stages``;
+export: the ``from_pretrained`` model dir; serve: deploy the Serve app on it; turn: one spoken
+test turn against it (answer wav, transcript, TTFA, WER)."""
 
 CLUSTER_JOBS: dict[str, tuple[str, ...]] = {
-    "corpus": ("corpus", "units"),
+    "corpus": ("units", "corpus"),
     "train": ("align", "finetune", "export"),
 }
 """Batch steps grouped into the RayJobs rendered for Kubernetes; serving is the RayService."""
@@ -28,3 +33,12 @@ def steps_between(first: str | None = None, last: str | None = None) -> tuple[st
     if i >= j:
         raise ValueError(f"step {first!r} comes after {last!r}; steps are {', '.join(STEPS)}")
     return STEPS[i:j]
+
+
+def served_config(cfg: PlatformConfig) -> PlatformConfig:
+    """The config the Serve app runs with: ``serve.model_dir`` defaults to the pipeline's export,
+    ``<run_dir>/model`` (locally, with ``--address`` and in the RayService alike)."""
+    if cfg.serve.model_dir:
+        return cfg
+    model = storage.join(cfg.run_dir, "model")
+    return cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"model_dir": model})})

@@ -1,0 +1,244 @@
+"""The pipeline's steps: each knows its outputs, whether they already exist, and how to make them
+by calling the public functions of the part that owns the work (data, train, serving, audio).
+
+A part that is not installed makes its step raise :class:`StepUnavailable`; the runner records
+that step as ``missing`` in the run manifest instead of failing obscurely.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opens2s import storage
+from opens2s.config import PlatformConfig
+from opens2s.pipeline.manifest import RunManifest
+from opens2s.pipeline.plan import served_config
+
+Log = Callable[[str], None]
+UNIT_TOKENIZER = "units/tokenizer.npz"
+CORPUS_SUMMARY = "summary.json"
+MODEL_CONFIG = "config.json"
+
+
+class StepUnavailable(RuntimeError):
+    """The part that does this step's work is not installed (not landed yet, or an extra)."""
+
+
+@dataclass
+class StepResult:
+    """A step's outputs (name → URI) and a few facts about them."""
+
+    outputs: dict[str, str]
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _need(module: str, *names: str) -> list[Any]:
+    """Import ``names`` from ``module`` or say which part is missing."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+        return [getattr(mod, n) for n in names]
+    except (ImportError, AttributeError) as e:
+        raise StepUnavailable(f"{module}.{'/'.join(names)} is not available: {e}") from e
+
+
+def corpus_root(cfg: PlatformConfig) -> str:
+    """Where the corpus lives: ``data.output.uri`` or ``<run_dir>/corpus``."""
+    return cfg.data.output.uri or storage.join(cfg.run_dir, "corpus")
+
+
+def model_dir(cfg: PlatformConfig) -> str:
+    """The exported model: ``<run_dir>/model``."""
+    return storage.join(cfg.run_dir, "model")
+
+
+def turn_dir(cfg: PlatformConfig) -> str:
+    """The spoken test turn's files: ``<run_dir>/turn``."""
+    return storage.join(cfg.run_dir, "turn")
+
+
+# ---- units and corpus ---------------------------------------------------------------------------
+
+
+def units_outputs(cfg: PlatformConfig) -> dict[str, str]:
+    """The unit tokenizer the corpus's speech units come from."""
+    return {
+        "tokenizer": cfg.data.units.tokenizer_path or storage.join(corpus_root(cfg), UNIT_TOKENIZER)
+    }
+
+
+def run_units(cfg: PlatformConfig, log: Log) -> StepResult:
+    """Fit the k-means unit tokenizer on a sample of rendered assistant speech (a Ray job)."""
+    (ensure,) = _need("opens2s.data.pipeline", "ensure_unit_tokenizer")
+    (resolve,) = _need("opens2s.data.scenarios", "resolve_scenario_settings")
+    scen = resolve(cfg.data.scenarios, audio=cfg.audio)
+    uri = ensure(cfg, scen, corpus_root(cfg), log)
+    return StepResult({"tokenizer": uri}, {"codebook_size": cfg.audio.codebook_size})
+
+
+def corpus_outputs(cfg: PlatformConfig) -> dict[str, str]:
+    """The corpus root and its summary (written last, so it marks a complete corpus)."""
+    root = corpus_root(cfg)
+    return {"corpus": root, "summary": storage.join(root, CORPUS_SUMMARY)}
+
+
+def run_corpus(cfg: PlatformConfig, log: Log) -> StepResult:
+    """Build the speech-dialogue corpus with Ray Data (finishes a partly built one)."""
+    (build_corpus,) = _need("opens2s.data.pipeline", "build_corpus")
+    summary = build_corpus(cfg, log=log)
+    keep = ("dialogues", "kept", "quarantined", "hours", "per_emotion", "dropped_by_reason")
+    return StepResult(corpus_outputs(cfg), {k: summary[k] for k in keep if k in summary})
+
+
+# ---- training -----------------------------------------------------------------------------------
+
+
+def stage_outputs(cfg: PlatformConfig, stage: str, manifest: RunManifest) -> dict[str, str]:
+    """A training stage's outputs: its final checkpoint, metrics and loss plot; a stage that
+    another follows also exports the model the next stage starts from."""
+    base = storage.join(cfg.run_dir, "train", stage)
+    out = {
+        "metrics": storage.join(base, "metrics.jsonl"),
+        "loss_plot": storage.join(base, "loss.png"),
+    }
+    checkpoint = manifest.steps[stage].outputs.get("checkpoint")
+    out["checkpoint"] = checkpoint or storage.join(base, "<not trained yet>")
+    if _next_stage(cfg, stage):
+        out["model"] = storage.join(base, "model")
+    return out
+
+
+def _next_stage(cfg: PlatformConfig, stage: str) -> str | None:
+    stages = list(cfg.train.stages)
+    i = stages.index(stage)
+    return stages[i + 1] if i + 1 < len(stages) else None
+
+
+def _stage_source(cfg: PlatformConfig, stage: str, manifest: RunManifest):
+    """What a stage starts from: the previous stage's export, else the ``model`` section."""
+    stages = list(cfg.train.stages)
+    i = stages.index(stage)
+    if i == 0:
+        return cfg.model
+    prev = manifest.steps[stages[i - 1]].outputs.get("model") or storage.join(
+        cfg.run_dir, "train", stages[i - 1], "model"
+    )
+    return cfg.model.model_copy(update={"checkpoint": prev})
+
+
+def run_stage(cfg: PlatformConfig, stage: str, manifest: RunManifest, log: Log) -> StepResult:
+    """Train one stage with Ray Train + DeepSpeed; export it when another stage follows."""
+    fit_stage, export_checkpoint = _need("opens2s.train.run", "fit_stage", "export_checkpoint")
+    summary = fit_stage(cfg, stage, _stage_source(cfg, stage, manifest))
+    outputs = {
+        "checkpoint": summary.checkpoint,
+        "metrics": summary.metrics,
+        "loss_plot": summary.plot,
+    }
+    if _next_stage(cfg, stage):
+        out = storage.join(cfg.run_dir, "train", stage, "model")
+        outputs["model"] = export_checkpoint(summary.checkpoint, out, units_from=corpus_root(cfg))
+    log(
+        f"[{stage}] {summary.steps} steps in {summary.seconds:.1f} s, loss "
+        f"{summary.first_loss.get('loss', float('nan')):.3f} -> "
+        f"{summary.final_loss.get('loss', float('nan')):.3f}"
+    )
+    detail = {
+        "steps": summary.steps,
+        "first_loss": summary.first_loss,
+        "final_loss": summary.final_loss,
+        "skipped_records": summary.skipped_records,
+    }
+    return StepResult(outputs, detail)
+
+
+def export_outputs(cfg: PlatformConfig) -> dict[str, str]:
+    """The ``from_pretrained`` model directory."""
+    return {"model": model_dir(cfg)}
+
+
+def run_export(cfg: PlatformConfig, manifest: RunManifest, log: Log) -> StepResult:
+    """Export the last stage's final checkpoint as a ``from_pretrained`` dir (+ unit tokenizer)."""
+    (export_checkpoint,) = _need("opens2s.train.export", "export_checkpoint")
+    last = cfg.train.stages[-1]
+    checkpoint = manifest.steps[last].outputs.get("checkpoint")
+    if not checkpoint or not storage.exists(checkpoint):
+        raise RuntimeError(
+            f"export needs the {last} stage's checkpoint, but the manifest has {checkpoint!r}; "
+            f"rerun the {last} step"
+        )
+    out = export_checkpoint(checkpoint, model_dir(cfg), units_from=corpus_root(cfg))
+    files = sorted(p.rsplit("/", 1)[-1] for p in storage.list_prefix(out))
+    return StepResult({"model": out}, {"from_checkpoint": checkpoint, "files": files[:20]})
+
+
+# ---- serving and the spoken test turn -----------------------------------------------------------
+
+
+def serve_url(cfg: PlatformConfig, port: int | None = None) -> str:
+    """The HTTP base URL of the Serve app (route prefix included, no trailing slash)."""
+    s = cfg.serve
+    host = "127.0.0.1" if s.host in ("0.0.0.0", "") else s.host
+    return f"http://{host}:{port or s.port}{s.route_prefix.rstrip('/')}"
+
+
+def _serve_http_port(default: int) -> int:
+    """The port Serve's HTTP proxies listen on in this Ray cluster (it may have been started
+    earlier with other options); the config's port when Serve cannot tell."""
+    try:
+        from ray.serve.context import _get_global_client  # no public getter in Ray 2.60
+
+        return int(_get_global_client().http_config.port)
+    except Exception:
+        return default
+
+
+def run_serve(cfg: PlatformConfig, log: Log) -> StepResult:
+    """Deploy the Serve app on the exported model and wait until it answers /healthz."""
+    (build_app,) = _need("opens2s.serving.app", "build_app")
+    from ray import serve
+
+    served = served_config(cfg)
+    s = served.serve
+    serve.start(http_options={"host": s.host, "port": s.port})
+    serve.run(build_app(served), name=s.app_name, route_prefix=s.route_prefix, blocking=False)
+    url = serve_url(served, _serve_http_port(s.port))
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=10) as r:
+                health = json.loads(r.read())
+            break
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Serve app at {url} did not become healthy: {e}") from e
+            time.sleep(1.0)
+    log(f"[serve] {s.app_name} on {url} (model {s.model_dir})")
+    return StepResult({"url": url}, {"app": s.app_name, "model_dir": s.model_dir, "health": health})
+
+
+def serve_running(cfg: PlatformConfig) -> bool:
+    """Whether the app already runs on the connected Ray cluster."""
+    try:
+        from ray import serve
+
+        status = serve.status().applications.get(cfg.serve.app_name)
+    except Exception:
+        return False
+    return status is not None and str(status.status).endswith("RUNNING")
+
+
+def turn_outputs(cfg: PlatformConfig) -> dict[str, str]:
+    """The question and answer audio and the answer's record (text, transcript, TTFA, WER)."""
+    d = turn_dir(cfg)
+    return {
+        "question": storage.join(d, "question.wav"),
+        "answer": storage.join(d, "answer.wav"),
+        "result": storage.join(d, "answer.json"),
+    }
