@@ -26,7 +26,6 @@ class AutoscalingSection(BaseModel):
     """Responses decoding at once per replica above which Serve adds a replica."""
     upscale_delay_s: float = Field(3.0, ge=0)
     downscale_delay_s: float = Field(30.0, ge=0)
-    metrics_interval_s: float = Field(1.0, gt=0)
     look_back_period_s: float = Field(3.0, gt=0)
 
     @model_validator(mode="after")

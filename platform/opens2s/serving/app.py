@@ -33,7 +33,6 @@ def build_app(cfg: PlatformConfig) -> Application:
             "target_ongoing_requests": a.target_ongoing_requests,
             "upscale_delay_s": a.upscale_delay_s,
             "downscale_delay_s": a.downscale_delay_s,
-            "metrics_interval_s": a.metrics_interval_s,
             "look_back_period_s": a.look_back_period_s,
         },
         health_check_period_s=2.0,

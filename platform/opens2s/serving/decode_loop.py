@@ -120,10 +120,8 @@ class BatchedDecodeLoop:
                 try:
                     entry.state = await loop.run_in_executor(self._executor, self._prefill, entry)
                 except Exception as e:  # a bad turn must not stop the others
-                    entry.queue.put_nowait(
-                        error_event("decode_failed", f"could not start the response: {e}")
-                    )
-                    entry.queue.put_nowait(None)
+                    code = "invalid_request" if isinstance(e, ValueError) else "decode_failed"
+                    self._fail(entry, code, f"could not start the response: {e}")
                     continue
                 self._active.append(entry)
             if not self._active:
@@ -134,8 +132,7 @@ class BatchedDecodeLoop:
                 outs = await loop.run_in_executor(self._executor, self._step_batch, batch)
             except Exception as e:
                 for entry in batch:
-                    entry.queue.put_nowait(error_event("decode_failed", f"decode step failed: {e}"))
-                    entry.queue.put_nowait(None)
+                    self._fail(entry, "decode_failed", f"decode step failed: {e}")
                 self._active = [a for a in self._active if a not in batch]
                 continue
             self.steps += 1
@@ -147,6 +144,13 @@ class BatchedDecodeLoop:
                     entry.queue.put_nowait(None)
                     self._active.remove(entry)
             await asyncio.sleep(0)
+
+    @staticmethod
+    def _fail(entry: _Active, code: str, message: str) -> None:
+        rid = entry.req.response_id
+        entry.queue.put_nowait(error_event(code, message, response_id=rid))
+        entry.queue.put_nowait(event("response.done", response_id=rid, status="failed"))
+        entry.queue.put_nowait(None)
 
     # --- compute thread -------------------------------------------------------------------
 

@@ -252,7 +252,7 @@ class Ingress:
                 if ev["type"] == "response.done":
                     finished = True
                     ev["ttfa_ms"] = None if ttfa is None else round(ttfa * 1000, 2)
-                    self.metrics.response_done(route, "completed", ttfa, ev.get("rtf"))
+                    self.metrics.response_done(route, ev["status"], ttfa, ev.get("rtf"))
                 elif ev["type"] == "error":
                     self.metrics.error(ev["code"])
                 yield ev
