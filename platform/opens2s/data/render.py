@@ -43,7 +43,10 @@ class TurnRenderer:
         from opens2s.audio.io import resample
 
         wave, sr = self.tts.synthesize(text, speaker, emotion, intensity)
-        return resample(np.asarray(wave, dtype=np.float32), sr, self.audio.sample_rate)
+        wave = resample(np.asarray(wave, dtype=np.float32), sr, self.audio.sample_rate)
+        # The resampler rings a little past full scale around peaks of loud voices; cut that
+        # overshoot here (as a 16-bit file would), so the clipping filter measures real clipping.
+        return np.clip(wave, -1.0, 1.0)
 
     def __call__(self, samples: list[Sample]) -> list[Sample]:
         """Render every live sample; a TTS failure quarantines that sample only."""
