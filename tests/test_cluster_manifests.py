@@ -19,7 +19,7 @@ from opens2s.cluster import (
 )
 from opens2s.cluster.crd_validation import CRD_FILES
 from opens2s.config import ClusterSection, ConfigError, PlatformConfig, load_config
-from opens2s.pipeline.plan import CLUSTER_JOBS, STEPS
+from opens2s.pipeline.plan import CLUSTER_JOBS, STEPS, served_config
 from ray.serve.schema import ServeDeploySchema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,10 @@ def test_rayservice_serve_config_is_a_valid_serve_deploy_config_from_the_serve_s
     ServeDeploySchema.model_validate(serve_cfg)
     (app,) = serve_cfg["applications"]
     assert app["name"] == "talk" and app["import_path"] == "opens2s.serving.app:app_builder"
-    assert PlatformConfig.model_validate(app["args"]["platform_config"]) == cfg
+    served = PlatformConfig.model_validate(app["args"]["platform_config"])
+    # The RayService serves what the training RayJob exported, unless serve.model_dir says else.
+    assert served == served_config(cfg)
+    assert served.serve.model_dir == f"{cfg.run_dir}/model"
     assert serve_cfg["http_options"]["port"] == 8123
     assert spec["upgradeStrategy"] == {"type": "NewCluster"}
 
