@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from opens2s.model import build_model, build_tokenizer
+from opens2s.model import build_model, build_tokenizer, streaming
 from opens2s.model.reference_decode import reference_decode
 from opens2s.model.streaming import Done, SamplingParams, StreamingDecoder, TextDelta, UnitChunk
 
@@ -71,30 +71,21 @@ def test_batched_sessions_of_different_lengths_equal_each_alone(decoder):
         assert events == solo_events
 
 
-def test_prompt_is_prefilled_once_and_each_step_feeds_only_new_positions(decoder):
+def test_prompt_is_prefilled_once_and_each_step_feeds_only_new_positions(decoder, monkeypatch):
+    """Every forward the decoder runs is recorded (then run for real): one prompt pass, then one
+    new LLM position per text token and at most one unit + one chunk of t states per TTS pass."""
     seen = {"llm": [], "tts": []}
+    real = streaming.decode_step
 
-    def recorder(name):
-        def hook(module, args, kwargs):
-            seen[name].append(kwargs["inputs_embeds"].shape[1])
+    def recording(lm, x, caches):
+        seen["llm" if lm is decoder.model.llm_model else "tts"].append(x.shape[1])
+        return real(lm, x, caches)
 
-        return hook
-
-    handles = [
-        decoder.model.llm_model.base_model.register_forward_pre_hook(
-            recorder("llm"), with_kwargs=True
-        ),
-        decoder.model.tts_lm_model.base_model.register_forward_pre_hook(
-            recorder("tts"), with_kwargs=True
-        ),
-    ]
-    try:
-        state, events = _run_alone(decoder, _wave(2, 1.0), SamplingParams(max_text_tokens=10))
-    finally:
-        for h in handles:
-            h.remove()
+    monkeypatch.setattr(streaming, "decode_step", recording)
+    state, events = _run_alone(decoder, _wave(2, 1.0), SamplingParams(max_text_tokens=10))
     prompt = seen["llm"][0]
     assert prompt > 20 and all(n == 1 for n in seen["llm"][1:])
-    # Per TTS forward: at most the speaker slot or last unit plus one chunk of t hidden states.
-    assert max(seen["tts"]) <= decoder.text_span + 1 and seen["tts"][0] == decoder.text_span + 1
+    assert len(seen["llm"]) == 1 + len(state.text_tokens) + (state.text_reason == "complete")
+    assert seen["tts"][0] == decoder.text_span + 1  # speaker slot + first t states
+    assert max(seen["tts"]) <= decoder.text_span + 1
     assert state.llm_len == sum(seen["llm"]) and state.tts_len == sum(seen["tts"])

@@ -3,9 +3,9 @@
 Each session is an explicit :class:`DecodeState` (both KV caches, positions, the pending LLM hidden
 states, the sampled-but-not-yet-fed token and unit, its random generators). ``start`` prefills the
 prompt once; ``step`` advances a list of sessions by one model forward each, batching the sessions
-that need the same kind of forward (LLM token, TTS unit, TTS chunk of a given length), with caches
-of different lengths left-padded under an attention mask. Nothing is recomputed and ``generate``
-is never called.
+that need the same kind of forward (LLM token, TTS unit, TTS chunk of a given length): their
+projections and MLPs run as one batch, attention per session over its own cache
+(``decode_step``). Nothing is recomputed and ``generate`` is never called.
 
 The TTS LM sees ``[speaker] + H[0:t] + U[0:s] + H[t:2t] + ...`` (``t:s`` = interleave strategy);
 ``H[i]`` is the projected LLM hidden state at the i-th input position from ``<|im_tts_start|>``
@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
+from opens2s.model.decode_step import KVBuffer, decode_step
 from opens2s.model.modeling import WINDOW_FRAMES, OpenS2SModel
 from opens2s.model.tokenizer import IM_END, PAD_TOKEN, TTS_END
-
-KV = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -77,10 +76,8 @@ class DecodeState:
     """Everything one session's decoding needs between steps (no hidden globals)."""
 
     sampling: SamplingParams
-    llm_kv: KV
-    llm_len: int
-    tts_kv: KV | None
-    tts_len: int
+    llm_kv: KVBuffer
+    tts_kv: KVBuffer
     next_token: int
     pending: list[torch.Tensor]  # TTS inputs not yet fed: speaker slot, H states, last unit
     n_hidden_pending: int = 0
@@ -103,6 +100,16 @@ class DecodeState:
         """True once a Done event was emitted."""
         return self.phase == "done"
 
+    @property
+    def llm_len(self) -> int:
+        """Positions in the LLM cache (prompt + text tokens fed)."""
+        return self.llm_kv.length
+
+    @property
+    def tts_len(self) -> int:
+        """Positions in the TTS LM cache (speaker slot + hidden states + units fed)."""
+        return self.tts_kv.length
+
 
 def sample_token(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
     """Greedy (temperature 0) or temperature + top-p sampling from one row of logits."""
@@ -122,53 +129,6 @@ def _generator(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)
     return g
-
-
-def batched_forward(
-    body: torch.nn.Module, inputs: list[torch.Tensor], caches: list[KV | None], lengths: list[int]
-) -> tuple[torch.Tensor, list[KV]]:
-    """One forward of ``B`` sessions with ``n`` new positions each (``inputs``: ``n x D``).
-
-    Caches of different lengths are left-padded to the longest and masked; positions continue
-    each session's own count. Returns the new last-layer states ``B x n x D`` and each session's
-    grown cache (without padding).
-    """
-    x = torch.stack(inputs)
-    b, n = x.shape[0], x.shape[1]
-    longest = max(lengths)
-    pos = torch.stack([torch.arange(n) + L for L in lengths]).to(x.device)
-    if b == 1:
-        cache = DynamicCache(ddp_cache_data=caches[0]) if caches[0] else DynamicCache()
-        out = body(inputs_embeds=x, position_ids=pos, cache=cache, use_cache=True)
-        kv = [(layer.keys, layer.values) for layer in out.cache.layers]
-        return out.last_hidden_state, [kv]
-    mask = torch.zeros(b, longest + n, dtype=torch.long, device=x.device)
-    for i, L in enumerate(lengths):
-        mask[i, longest - L :] = 1
-    cache = DynamicCache()
-    if longest > 0:
-        ref = next(c for c in caches if c)
-        padded = []
-        for layer, (k0, v0) in enumerate(ref):
-            k = k0.new_zeros(b, k0.shape[1], longest, k0.shape[3])
-            v = v0.new_zeros(b, v0.shape[1], longest, v0.shape[3])
-            for i, c in enumerate(caches):
-                if lengths[i]:
-                    k[i, :, longest - lengths[i] :] = c[layer][0][0]
-                    v[i, :, longest - lengths[i] :] = c[layer][1][0]
-            padded.append((k, v))
-        cache = DynamicCache(ddp_cache_data=padded)
-    out = body(inputs_embeds=x, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
-    new = []
-    for i, L in enumerate(lengths):
-        start = longest - L
-        new.append(
-            [
-                (layer.keys[i : i + 1, :, start:], layer.values[i : i + 1, :, start:])
-                for layer in out.cache.layers
-            ]
-        )
-    return out.last_hidden_state, new
 
 
 class StreamingDecoder:
@@ -274,14 +234,13 @@ class StreamingDecoder:
         sampling = sampling or SamplingParams()
         if prompt_embeds is None:
             prompt_embeds = self.prompt_embeds(wave, audio_features, history, system_prompt)
-        hidden, kv = batched_forward(self.model.llm_model.base_model, [prompt_embeds], [None], [0])
+        llm_kv = KVBuffer()
+        hidden = decode_step(self.model.llm_model, prompt_embeds[None], [llm_kv])
         last = hidden[0, -1:]
         state = DecodeState(
             sampling=sampling,
-            llm_kv=kv[0],
-            llm_len=prompt_embeds.shape[0],
-            tts_kv=None,
-            tts_len=0,
+            llm_kv=llm_kv,
+            tts_kv=KVBuffer(),
             next_token=-1,
             pending=[self.speaker_embeds(speaker_embedding), self.model.text_to_tts(last)],
             n_hidden_pending=1,
@@ -379,18 +338,11 @@ class StreamingDecoder:
     def _llm_step(self, group: list[DecodeState], events: list[list[Event]]) -> None:
         embed = self.model.llm_model.get_input_embeddings()
         ids = torch.tensor([[s.next_token] for s in group], device=self.device)
-        inputs = list(embed(ids))
-        hidden, kvs = batched_forward(
-            self.model.llm_model.base_model,
-            inputs,
-            [s.llm_kv for s in group],
-            [s.llm_len for s in group],
-        )
+        hidden = decode_step(self.model.llm_model, embed(ids), [s.llm_kv for s in group])
         last = hidden[:, -1]
         projected = self.model.text_to_tts(last)
         logits = self.model.llm_model.get_output_embeddings()(last)
         for i, s in enumerate(group):
-            s.llm_kv, s.llm_len = kvs[i], s.llm_len + 1
             fed = s.next_token
             if not s.units_done:
                 s.pending.append(projected[i : i + 1])
@@ -415,15 +367,11 @@ class StreamingDecoder:
                 parts.extend(s.pending)
                 s.pending, s.n_hidden_pending, s.units_in_chunk = [], 0, 0
             inputs.append(torch.cat(parts))
-        hidden, kvs = batched_forward(
-            self.model.tts_lm_model.base_model,
-            inputs,
-            [s.tts_kv for s in group],
-            [s.tts_len for s in group],
+        hidden = decode_step(
+            self.model.tts_lm_model, torch.stack(inputs), [s.tts_kv for s in group]
         )
         logits = self.model.tts_lm_model.get_output_embeddings()(hidden[:, -1])
         for i, s in enumerate(group):
-            s.tts_kv, s.tts_len = kvs[i], s.tts_len + inputs[i].shape[0]
             events[i].extend(self._take_unit(s, logits[i]))
 
     def decode(self, wave: np.ndarray | None = None, **start_kwargs) -> Iterator[Event]:

@@ -1,0 +1,223 @@
+"""One cached forward of a decoder-only LM for decoding: KV buffers and a lean step.
+
+The streaming decoder runs thousands of one-position forwards; transformers' generic forward
+spends most of such a step in Python (mask building, output capture, cache objects). For the
+Qwen2 / Qwen3 / Llama layout this module runs the same math straight on the model's own modules
+(norms, projections, rotary, MLP) with ``scaled_dot_product_attention``; any other architecture
+goes through the HF forward with a ``DynamicCache`` built from the buffers. Both write into a
+:class:`KVBuffer` that grows by doubling, so appending a position never copies the past.
+
+Sessions stepped together share every projection and MLP matmul (batched over sessions); the
+attention runs per session over its own cache, so caches of different lengths need no padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DynamicCache
+
+LEAN_MODEL_TYPES = ("qwen3", "qwen2", "llama")
+
+
+class KVBuffer:
+    """Keys and values of one session in one LM: per layer ``1 x kv_heads x capacity x head_dim``;
+    the first ``length`` positions are valid."""
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.length = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write ``k``/``v`` (``1 x kvh x n x hd``) after the valid positions of ``layer``; the
+        caller advances ``length`` once all layers are written."""
+        n = k.shape[2]
+        if layer == len(self.keys):
+            cap = max(64, 2 * (self.length + n))
+            self.keys.append(k.new_zeros(1, k.shape[1], cap, k.shape[3]))
+            self.values.append(v.new_zeros(1, v.shape[1], cap, v.shape[3]))
+        if self.length + n > self.keys[layer].shape[2]:
+            cap = 2 * (self.length + n)
+            for store in (self.keys, self.values):
+                old = store[layer]
+                grown = old.new_zeros(1, old.shape[1], cap, old.shape[3])
+                grown[:, :, : self.length] = old[:, :, : self.length]
+                store[layer] = grown
+        self.keys[layer][:, :, self.length : self.length + n] = k
+        self.values[layer][:, :, self.length : self.length + n] = v
+
+    def layer(self, layer: int, extra: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views of the valid (plus ``extra`` just written) keys and values of ``layer``."""
+        end = self.length + extra
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+def supports_lean_step(lm: nn.Module) -> bool:
+    """True for a causal LM of the Qwen2/Qwen3/Llama layout with full attention everywhere."""
+    config = lm.config
+    if config.model_type not in LEAN_MODEL_TYPES:
+        return False
+    if getattr(config, "rope_parameters", {}).get("rope_type", "default") != "default":
+        return False
+    return all(t == "full_attention" for t in getattr(config, "layer_types", None) or [])
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One decoder layer's tensors, read once (module attribute access costs more than the math
+    at one position). They are the model's own parameters, so in-place updates are seen."""
+
+    ln1: torch.Tensor
+    q: tuple[torch.Tensor, torch.Tensor | None]
+    k: tuple[torch.Tensor, torch.Tensor | None]
+    v: tuple[torch.Tensor, torch.Tensor | None]
+    q_norm: torch.Tensor | None
+    k_norm: torch.Tensor | None
+    o: tuple[torch.Tensor, torch.Tensor | None]
+    ln2: torch.Tensor
+    gate: torch.Tensor
+    up: torch.Tensor
+    down: torch.Tensor
+
+
+class LeanLM:
+    """The body of a Qwen2/Qwen3/Llama causal LM as plain tensor math for cached decoding."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        if not supports_lean_step(lm):
+            raise ValueError(f"{lm.config.model_type}: the lean step supports {LEAN_MODEL_TYPES}")
+        body = lm.base_model
+        config = lm.config
+        attn0 = body.layers[0].self_attn
+        self.head_dim = attn0.head_dim
+        self.scaling = attn0.scaling
+        self.eps = config.rms_norm_eps
+        self.act = body.layers[0].mlp.act_fn
+        self.inv_freq = body.rotary_emb.inv_freq
+        self.rope_scale = body.rotary_emb.attention_scaling
+        self.norm = body.norm.weight
+
+        def lin(m: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return m.weight, m.bias
+
+        self.layers = []
+        for layer in body.layers:
+            a, m = layer.self_attn, layer.mlp
+            self.layers.append(
+                _Layer(
+                    layer.input_layernorm.weight,
+                    lin(a.q_proj),
+                    lin(a.k_proj),
+                    lin(a.v_proj),
+                    a.q_norm.weight if hasattr(a, "q_norm") else None,
+                    a.k_norm.weight if hasattr(a, "k_norm") else None,
+                    lin(a.o_proj),
+                    layer.post_attention_layernorm.weight,
+                    m.gate_proj.weight,
+                    m.up_proj.weight,
+                    m.down_proj.weight,
+                )
+            )
+
+    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), weight, self.eps)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, caches: list[KVBuffer]) -> torch.Tensor:
+        """Run ``B x n x D`` new input embeddings (one row per session), appending to each
+        session's cache; returns the last-layer states after the final norm."""
+        b, n, _ = x.shape
+        hd = self.head_dim
+        if b == 1:
+            positions = torch.arange(caches[0].length, caches[0].length + n, device=x.device)[None]
+        else:
+            positions = torch.stack(
+                [torch.arange(c.length, c.length + n, device=x.device) for c in caches]
+            )
+        freqs = positions[..., None].float() * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # B x 1 x n x hd
+        cos = (emb.cos() * self.rope_scale).to(x.dtype)
+        sin = (emb.sin() * self.rope_scale).to(x.dtype)
+        mask = None
+        if n > 1:
+            # New position j sees the whole past and new positions 0..j (equal past per group).
+            past = caches[0].length
+            mask = torch.ones(n, past + n, dtype=torch.bool, device=x.device)
+            mask[:, past:] = torch.tril(mask[:, past:])
+        h = x
+        for i, w in enumerate(self.layers):
+            y = self._rms(h, w.ln1)
+            q = F.linear(y, *w.q).view(b, n, -1, hd)
+            k = F.linear(y, *w.k).view(b, n, -1, hd)
+            v = F.linear(y, *w.v).view(b, n, -1, hd).transpose(1, 2)
+            if w.q_norm is not None:  # Qwen3 normalises each head before the rotary embedding
+                q, k = self._rms(q, w.q_norm), self._rms(k, w.k_norm)
+            q = _rotate(q.transpose(1, 2), cos, sin)
+            k = _rotate(k.transpose(1, 2), cos, sin)
+            outs = []
+            for s, cache in enumerate(caches):
+                cache.append(i, k[s : s + 1], v[s : s + 1])
+                keys, values = cache.layer(i, extra=n)
+                m = mask
+                if m is not None and keys.shape[2] != m.shape[1]:
+                    past = keys.shape[2] - n
+                    m = torch.ones(n, past + n, dtype=torch.bool, device=x.device)
+                    m[:, past:] = torch.tril(m[:, past:])
+                outs.append(
+                    F.scaled_dot_product_attention(
+                        q[s : s + 1],
+                        keys,
+                        values,
+                        attn_mask=m,
+                        scale=self.scaling,
+                        enable_gqa=True,
+                    )
+                )
+            o = outs[0] if b == 1 else torch.cat(outs)
+            h = h + F.linear(o.transpose(1, 2).reshape(b, n, -1), *w.o)
+            y = self._rms(h, w.ln2)
+            h = h + F.linear(self.act(F.linear(y, w.gate)) * F.linear(y, w.up), w.down)
+        for cache in caches:
+            cache.length += n
+        return self._rms(h, self.norm)
+
+
+@torch.no_grad()
+def hf_step(lm: nn.Module, x: torch.Tensor, caches: list[KVBuffer]) -> torch.Tensor:
+    """The same contract as :func:`lean_step` through transformers' own forward, one session at
+    a time (any architecture)."""
+    outs = []
+    for s, cache in enumerate(caches):
+        past = [cache.layer(i) for i in range(len(cache.keys))]
+        dc = DynamicCache(ddp_cache_data=past) if past else DynamicCache()
+        n = x.shape[1]
+        pos = torch.arange(cache.length, cache.length + n, device=x.device)[None]
+        out = lm.base_model(inputs_embeds=x[s : s + 1], position_ids=pos, cache=dc, use_cache=True)
+        for i, layer in enumerate(out.cache.layers):
+            cache.append(i, layer.keys[:, :, -n:], layer.values[:, :, -n:])
+        cache.length += n
+        outs.append(out.last_hidden_state)
+    return torch.cat(outs)
+
+
+def decode_step(lm: nn.Module, x: torch.Tensor, caches: list[KVBuffer]) -> torch.Tensor:
+    """Cached forward for decoding: the lean path where the architecture allows, else HF's.
+
+    The lean path's tensors are gathered once per module and kept on it."""
+    if not supports_lean_step(lm):
+        return hf_step(lm, x, caches)
+    lean = lm.__dict__.get("_opens2s_lean")
+    if lean is None:
+        lean = LeanLM(lm)
+        lm.__dict__["_opens2s_lean"] = lean  # a plain attribute: not a submodule, not saved
+    return lean(x, caches)
