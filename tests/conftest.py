@@ -152,77 +152,13 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
-def write_train_corpus(root: Path, n_good: int = 16, seed: int = 0) -> dict[str, int]:
-    """A small OpenS2S corpus for training tests: synthesised user audio (tones with a random
-    pitch glide), assistant text with random-but-learnable units, plus two bad records (missing
-    audio, malformed units). Returns the expected skip counts by error type."""
-    import json
-
-    import numpy as np
-    import soundfile as sf
-
-    rng = np.random.default_rng(seed)
-    words = ["I", "hear", "you", "that", "sounds", "hard", "we", "can", "try", "again", "today"]
-    sr = 16000
-    (root / "shards").mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i in range(n_good):
-        rid = f"rec-{i:04d}"
-        seconds = float(rng.uniform(0.8, 1.4))
-        t = np.arange(int(seconds * sr)) / sr
-        f0 = rng.uniform(120, 260)
-        wave = 0.3 * np.sin(2 * np.pi * (f0 + 40 * t) * t) * np.hanning(t.size)
-        audio = f"audio/{rid}/user.flac"
-        (root / audio).parent.mkdir(parents=True, exist_ok=True)
-        sf.write(root / audio, wave.astype(np.float32), sr, subtype="PCM_16")
-        text = " ".join(rng.choice(words, size=int(rng.integers(4, 8))))
-        start = int(rng.integers(0, 16))
-        units = "".join(f"<|audio_{start + (k % 8)}|>" for k in range(int(rng.integers(10, 20))))
-        spk = [float(x) for x in rng.normal(0, 0.1, 256).round(4)]
-        lines.append(
-            {
-                "id": rid,
-                "messages": [
-                    {"role": "user", "content": [{"text": "", "audio": audio}]},
-                    {
-                        "role": "assistant",
-                        "content": [{"text": text, "speech_units": units, "spk_emb": spk}],
-                    },
-                ],
-            }
-        )
-    lines.insert(
-        3,
-        {
-            "id": "bad-missing-audio",
-            "messages": [
-                {"role": "user", "content": [{"audio": "audio/nowhere.flac"}]},
-                {"role": "assistant", "content": [{"text": "hi", "speech_units": "<|audio_1|>"}]},
-            ],
-        },
-    )
-    lines.insert(
-        7,
-        {
-            "id": "bad-units",
-            "messages": [
-                {"role": "user", "content": [{"text": "hello"}]},
-                {"role": "assistant", "content": [{"text": "hi", "speech_units": "<|audio_x|>"}]},
-            ],
-        },
-    )
-    half = len(lines) // 2
-    for k, chunk in enumerate([lines[:half], lines[half:]]):
-        text = "".join(json.dumps(r) + "\n" for r in chunk)
-        (root / "shards" / f"shard-{k:05d}.jsonl").write_text(text)
-    return {"MissingAudioError": 1, "BadUnitsError": 1}
-
-
 @pytest.fixture(scope="session")
 def train_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
     """A small training corpus (16 good records, 2 bad) and its expected skip counts."""
+    from opens2s.train.toy_corpus import write_toy_corpus
+
     root = tmp_path_factory.mktemp("train-corpus")
-    return root, write_train_corpus(root)
+    return root, write_toy_corpus(root)
 
 
 def train_test_config(run_dir: Path, corpus: Path, **train: object):

@@ -10,6 +10,7 @@ and at the end it saves its ZeRO shard and reports the checkpoint.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import tempfile
@@ -182,10 +183,23 @@ class _LossSums:
     def reduce(self, world: int) -> dict[str, float]:
         n = max(self.micro_batches, 1)
         t = torch.tensor([self.loss / n, self.llm / n, self.tts / n, float(self.samples)])
+        rss = torch.tensor([_max_rss_mb()])
         if dist.is_initialized():
             dist.all_reduce(t)
+            dist.all_reduce(rss, op=dist.ReduceOp.MAX)
         loss, llm, tts = (t[:3] / world).tolist()
-        return {"loss": loss, "llm_loss": llm, "tts_loss": tts, "samples": float(t[3])}
+        return {
+            "loss": loss,
+            "llm_loss": llm,
+            "tts_loss": tts,
+            "samples": float(t[3]),
+            "max_rss_mb": float(rss[0]),
+        }
+
+
+def _max_rss_mb() -> float:
+    """Peak resident memory of this worker process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _save_and_report(
