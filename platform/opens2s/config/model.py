@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ModelSection(BaseModel):
@@ -32,3 +32,11 @@ class ModelSection(BaseModel):
     min_audio_seconds: float = Field(0.5, ge=0)
     max_audio_seconds: float = Field(120.0, gt=0)
     system_prompt: str = "You are a helpful assistant."
+
+    @field_validator("interleave_strategy")
+    @classmethod
+    def _text_colon_speech(cls, value: str) -> str:
+        parts = value.split(":")
+        if len(parts) != 2 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+            raise ValueError(f"{value!r}: expected 'TEXT:SPEECH' positive integers, e.g. '4:8'")
+        return value
