@@ -82,7 +82,8 @@ def test_prompt_is_prefilled_once_and_each_step_feeds_only_new_positions(decoder
         return real(lm, x, caches)
 
     monkeypatch.setattr(streaming, "decode_step", recording)
-    state, events = _run_alone(decoder, _wave(2, 1.0), SamplingParams(max_text_tokens=10))
+    sampling = SamplingParams(max_text_tokens=10, max_units=60)
+    state, events = _run_alone(decoder, _wave(2, 1.0), sampling)
     prompt = seen["llm"][0]
     assert prompt > 20 and all(n == 1 for n in seen["llm"][1:])
     assert len(seen["llm"]) == 1 + len(state.text_tokens) + (state.text_reason == "complete")

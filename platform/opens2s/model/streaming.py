@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from opens2s.model.decode_step import KVBuffer, decode_step
@@ -113,9 +114,9 @@ class DecodeState:
 
 def sample_token(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
     """Greedy (temperature 0) or temperature + top-p sampling from one row of logits."""
-    logits = logits.float()
     if params.temperature <= 0:
         return int(torch.argmax(logits))
+    logits = logits.float()
     probs = torch.softmax(logits / params.temperature, dim=-1)
     if params.top_p < 1.0:
         sorted_p, order = torch.sort(probs, descending=True)
@@ -355,22 +356,21 @@ class StreamingDecoder:
                 events[i].extend(self._text_delta(s))
 
     def _tts_step(self, group: list[DecodeState], events: list[list[Event]]) -> None:
-        embed = self.model.tts_lm_model.get_input_embeddings()
+        embed = self.model.tts_lm_model.get_input_embeddings().weight
         inputs = []
         for s in group:
             parts = []
             if s.next_unit is not None:
-                unit = torch.tensor([s.next_unit], device=self.device)
-                parts.append(embed(unit))
+                parts.append(embed[s.next_unit : s.next_unit + 1])
                 s.next_unit = None
             if s.phase == "flush":
                 parts.extend(s.pending)
                 s.pending, s.n_hidden_pending, s.units_in_chunk = [], 0, 0
-            inputs.append(torch.cat(parts))
-        hidden = decode_step(
-            self.model.tts_lm_model, torch.stack(inputs), [s.tts_kv for s in group]
-        )
-        logits = self.model.tts_lm_model.get_output_embeddings()(hidden[:, -1])
+            inputs.append(parts[0] if len(parts) == 1 else torch.cat(parts))
+        x = inputs[0][None] if len(inputs) == 1 else torch.stack(inputs)
+        hidden = decode_step(self.model.tts_lm_model, x, [s.tts_kv for s in group])
+        head = self.model.tts_lm_model.get_output_embeddings()
+        logits = F.linear(hidden[:, -1], head.weight, head.bias)
         for i, s in enumerate(group):
             events[i].extend(self._take_unit(s, logits[i]))
 
