@@ -74,16 +74,18 @@ class SamplingDefaults(BaseModel):
 
 
 class VocoderBlocks(BaseModel):
-    """How decoded units are cut into vocoder blocks: small first block for early audio, then larger."""
+    """How decoded units reach the vocoder.
+
+    ``growing``: the vocoder stream's own schedule (``audio.vocoder_first_block_units``, doubling
+    up to ``audio.vocoder_max_block_units``, ``audio.vocoder_overlap_units`` of cross-faded
+    overlap): first audio as soon as the first small block exists. ``fixed``: blocks of
+    ``fixed_units`` (OpenS2S uses 24). ``whole``: decode everything, then vocode once. The last
+    two are baselines for the benchmark.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     schedule: Literal["growing", "fixed", "whole"] = "growing"
-    """growing: first_units then x growth up to max_units; fixed: fixed_units each (OpenS2S uses
-    24); whole: decode everything, then vocode once (a baseline)."""
-    first_units: int = Field(2, gt=0)
-    growth: float = Field(2.0, ge=1)
-    max_units: int = Field(32, gt=0)
     fixed_units: int = Field(24, gt=0)
 
 

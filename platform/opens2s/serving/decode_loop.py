@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from opens2s.config.serve import VocoderBlocks
-from opens2s.serving.blocks import UnitBlocker
 from opens2s.serving.protocol import audio_delta, error_event, event
 
 
@@ -37,17 +36,18 @@ class TurnRequest:
     voice: str | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
     blocks: VocoderBlocks | None = None
-    """Overrides the replica's block schedule (benchmarks compare schedules on one replica)."""
+    """Overrides the replica's vocoder block schedule (the benchmark compares schedules)."""
 
 
 @dataclass
 class _Active:
     req: TurnRequest
     queue: asyncio.Queue
-    blocker: UnitBlocker
+    blocks: VocoderBlocks
     t_arrived: float
     state: Any = None
     vstream: Any = None
+    held: list[int] = field(default_factory=list)  # units of a "whole" schedule, until done
     t_first_audio: float | None = None
     audio_samples: int = 0
     units: int = 0
@@ -60,21 +60,23 @@ class BatchedDecodeLoop:
 
     ``start(req) -> state`` prefills one request (the model deployment builds it from the
     decoder), ``decoder_step(states) -> list[list[event]]`` advances all of them by one step;
-    ``vocoder`` has ``sample_rate`` and ``stream()`` (push/flush).
+    ``vocoder_for(blocks)`` gives the vocoder (``sample_rate``, ``stream()`` with push/flush) that
+    cuts blocks as ``blocks`` says.
     """
 
     def __init__(
         self,
         start: Callable[[TurnRequest], Any],
         decoder_step: Callable[[list[Any]], list[list[Any]]],
-        vocoder: Any,
+        vocoder_for: Callable[[VocoderBlocks], Any],
         blocks: VocoderBlocks,
         max_batch: int = 16,
     ) -> None:
         self._start = start
         self._step = decoder_step
-        self.vocoder = vocoder
+        self._vocoder_for = vocoder_for
         self.blocks = blocks
+        self.sample_rate = int(vocoder_for(blocks).sample_rate)
         self.max_batch = max_batch
         self._pending: list[_Active] = []
         self._active: list[_Active] = []
@@ -93,7 +95,7 @@ class BatchedDecodeLoop:
         entry = _Active(
             req=req,
             queue=asyncio.Queue(),
-            blocker=UnitBlocker(req.blocks or self.blocks),
+            blocks=req.blocks or self.blocks,
             t_arrived=time.perf_counter(),
         )
         self._pending.append(entry)
@@ -156,7 +158,7 @@ class BatchedDecodeLoop:
 
     def _prefill(self, entry: _Active) -> Any:
         state = self._start(entry.req)
-        entry.vstream = self.vocoder.stream()
+        entry.vstream = self._vocoder_for(entry.blocks).stream()
         return state
 
     def _step_batch(self, batch: list[_Active]) -> list[tuple[list[dict[str, Any]], bool]]:
@@ -171,8 +173,10 @@ class BatchedDecodeLoop:
             units = getattr(ev, "units", None)
             if units is not None:
                 entry.units += len(units)
-                for block in entry.blocker.push(units):
-                    out.extend(self._vocode(entry, entry.vstream.push(block)))
+                if entry.blocks.schedule == "whole":
+                    entry.held.extend(units)
+                else:
+                    out.extend(self._vocode(entry, entry.vstream.push(units)))
             elif hasattr(ev, "text"):
                 entry.text.append(ev.text)
                 out.append(event("response.text.delta", response_id=rid, delta=ev.text))
@@ -180,9 +184,8 @@ class BatchedDecodeLoop:
                 done_reason = getattr(ev, "reason", "stop")
         if done_reason is None:
             return out, False
-        rest = entry.blocker.flush()
-        if rest:
-            out.extend(self._vocode(entry, entry.vstream.push(rest)))
+        if entry.held:
+            out.extend(self._vocode(entry, entry.vstream.push(entry.held)))
         out.extend(self._vocode(entry, entry.vstream.flush()))
         out.append(self._done(entry, done_reason))
         return out, True
@@ -194,11 +197,11 @@ class BatchedDecodeLoop:
         if entry.t_first_audio is None:
             entry.t_first_audio = time.perf_counter()
         entry.audio_samples += int(wave.size)
-        return [audio_delta(entry.req.response_id, wave, self.vocoder.sample_rate)]
+        return [audio_delta(entry.req.response_id, wave, self.sample_rate)]
 
     def _done(self, entry: _Active, reason: str) -> dict[str, Any]:
         elapsed = time.perf_counter() - entry.t_arrived
-        audio_s = entry.audio_samples / self.vocoder.sample_rate
+        audio_s = entry.audio_samples / self.sample_rate
         ttfa = None if entry.t_first_audio is None else entry.t_first_audio - entry.t_arrived
         return event(
             "response.done",
@@ -210,7 +213,7 @@ class BatchedDecodeLoop:
             audio_seconds=round(audio_s, 4),
             model_ttfa_ms=None if ttfa is None else round(ttfa * 1000, 2),
             rtf=None if audio_s == 0 else round(elapsed / audio_s, 4),
-            blocks=entry.blocker.blocks_sent,
+            schedule=entry.blocks.schedule,
         )
 
     def close(self) -> None:

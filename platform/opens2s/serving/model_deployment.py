@@ -33,7 +33,7 @@ class S2SModel:
         self.loop = BatchedDecodeLoop(
             start=self.stack.start,
             decoder_step=self.stack.step,
-            vocoder=self.stack.vocoder,
+            vocoder_for=self.stack.vocoder_for,
             blocks=self.cfg.serve.vocoder_blocks,
             max_batch=self.cfg.serve.limits.max_sessions_per_replica,
         )
@@ -47,7 +47,7 @@ class S2SModel:
         """What clients need to know: sample rates, voices, and which replica answered."""
         return {
             "input_sample_rate": 16000,
-            "output_sample_rate": int(self.stack.vocoder.sample_rate),
+            "output_sample_rate": self.loop.sample_rate,
             "voices": sorted(self.stack.voices),
             "model": self.stack.description,
             "replica_pid": os.getpid(),

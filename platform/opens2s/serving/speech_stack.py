@@ -8,13 +8,15 @@ speaker embeddings by voice name, and the VAD the ingress runs per session.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from opens2s.config import PlatformConfig
+from opens2s.config import AudioSection, PlatformConfig
+from opens2s.config.serve import VocoderBlocks
 from opens2s.serving.decode_loop import TurnRequest
 
 log = logging.getLogger(__name__)
@@ -25,11 +27,13 @@ class SpeechStack:
     """Model, decoder and vocoder of one replica, and the voices it knows."""
 
     decoder: Any
-    vocoder: Any
+    unit_tokenizer: Any
+    audio_cfg: AudioSection
     sampling_defaults: dict[str, Any]
     voices: dict[str, np.ndarray] = field(default_factory=dict)
     default_voice: np.ndarray | None = None
     description: str = ""
+    _vocoders: dict[tuple[str, int], Any] = field(default_factory=dict)
 
     def start(self, req: TurnRequest) -> Any:
         """Prefill one turn; returns the decoder's per-session state."""
@@ -51,6 +55,29 @@ class SpeechStack:
         """One batched decoder step over the sessions' states."""
         return self.decoder.step(states)
 
+    def vocoder_for(self, blocks: VocoderBlocks) -> Any:
+        """The vocoder whose streams cut blocks as ``blocks`` says (cached per schedule)."""
+        from opens2s.audio.units import MelKMeansUnits
+        from opens2s.audio.vocoder import GriffinLimVocoder, vocoder_for
+
+        key = (blocks.schedule, blocks.fixed_units)
+        if key not in self._vocoders:
+            a = self.audio_cfg
+            if isinstance(self.unit_tokenizer, MelKMeansUnits):
+                first, most = a.vocoder_first_block_units, a.vocoder_max_block_units
+                if blocks.schedule == "fixed":
+                    first = most = blocks.fixed_units
+                self._vocoders[key] = GriffinLimVocoder(
+                    self.unit_tokenizer,
+                    n_iter=a.griffin_lim_iters,
+                    first_block_units=first,
+                    max_block_units=most,
+                    overlap_units=a.vocoder_overlap_units,
+                )
+            else:  # a neural decoder streams with its own schedule
+                self._vocoders[key] = vocoder_for(self.unit_tokenizer, a)
+        return self._vocoders[key]
+
 
 def _model_dir(cfg: PlatformConfig) -> str | None:
     return cfg.serve.model_dir or cfg.model.checkpoint
@@ -58,8 +85,8 @@ def _model_dir(cfg: PlatformConfig) -> str | None:
 
 def load_speech_stack(cfg: PlatformConfig) -> SpeechStack:
     """Build the replica's stack from the config (model dir, else preset)."""
+
     from opens2s.audio.units import load_unit_tokenizer
-    from opens2s.audio.vocoder import vocoder_for
     from opens2s.model import build_model, build_tokenizer, load_model
     from opens2s.model.streaming import StreamingDecoder
     from opens2s.storage import copy_to_local
@@ -89,11 +116,12 @@ def load_speech_stack(cfg: PlatformConfig) -> SpeechStack:
     if cfg.serve.unit_tokenizer is not None:
         tok_path = Path(cfg.serve.unit_tokenizer)
     if tok_path is None:
-        raise FileNotFoundError(
-            f"no unit tokenizer for the vocoder: {src or 'the preset'} has no units/tokenizer.npz; "
-            "set serve.unit_tokenizer to a tokenizer.npz (e.g. <corpus>/units/tokenizer.npz)"
-        )
-    vocoder = vocoder_for(load_unit_tokenizer(tok_path))
+        if src is not None:
+            raise FileNotFoundError(
+                f"no unit tokenizer for the vocoder: {src} has no units/tokenizer.npz; set "
+                "serve.unit_tokenizer to a tokenizer.npz (e.g. <corpus>/units/tokenizer.npz)"
+            )
+        tok_path = demo_unit_tokenizer(cfg)
     s = cfg.serve.sampling
     defaults = dict(
         temperature=s.temperature,
@@ -104,7 +132,8 @@ def load_speech_stack(cfg: PlatformConfig) -> SpeechStack:
     )
     return SpeechStack(
         decoder=StreamingDecoder(model, tokenizer),
-        vocoder=vocoder,
+        unit_tokenizer=load_unit_tokenizer(tok_path),
+        audio_cfg=cfg.audio,
         sampling_defaults=defaults,
         voices=voices,
         default_voice=voices.get(cfg.audio.assistant_speaker),
@@ -114,6 +143,51 @@ def load_speech_stack(cfg: PlatformConfig) -> SpeechStack:
 
 def make_vad(cfg: PlatformConfig) -> Any:
     """A fresh end-of-turn detector for one realtime session."""
+
+
+
     from opens2s.audio.vad import EndOfTurnDetector
 
     return EndOfTurnDetector(sr=cfg.audio.sample_rate, silence_ms=cfg.audio.vad_silence_ms)
+
+
+DEMO_SENTENCES = (
+    "I had a really long day at work today.",
+    "Thank you so much for listening to me.",
+    "That sounds hard, and it makes sense that you feel tired.",
+    "What would help you the most right now?",
+    "We could take a short walk and talk about it.",
+    "I am so happy for you, that is wonderful news!",
+)
+
+
+def demo_unit_tokenizer(cfg: PlatformConfig, path: Path | None = None) -> Path:
+    """A unit tokenizer for serving a random-init preset with no corpus: k-means fitted on a
+    minute of espeak-ng speech (seconds on a CPU), cached at ``path`` (default: the temp dir)."""
+    import tempfile
+
+    from opens2s.audio.io import resample
+    from opens2s.audio.tts import EspeakTTS
+    from opens2s.audio.units import MelKMeansUnits
+
+    k, rate = cfg.audio.codebook_size, cfg.audio.unit_rate
+    path = path or Path(tempfile.gettempdir()) / f"opens2s-demo-units-{k}-{rate:g}.npz"
+    if path.is_file():
+        return path
+    tts = EspeakTTS()
+    speakers = tts.speakers()
+    waves = []
+    seconds_needed = 1.5 * k / rate
+    i = 0
+    while sum(w.size for w in waves) < seconds_needed * 16000:
+        wave, sr = tts.synthesize(
+            DEMO_SENTENCES[i % len(DEMO_SENTENCES)], speakers[i % len(speakers)]
+        )
+        waves.append(resample(wave, sr, 16000))
+        i += 1
+    log.info("fitting a demo unit tokenizer (%d units) on %d espeak utterances", k, len(waves))
+    tok = MelKMeansUnits(codebook_size=k, unit_rate=rate).fit(waves, passes=2, seed=0)
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.npz")
+    tok.save(tmp)
+    tmp.replace(path)  # atomic: replicas starting together never read half a file
+    return path
