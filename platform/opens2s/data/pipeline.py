@@ -36,9 +36,11 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One corpus stage: ``fn`` is a batch function ``fn(samples, **kwargs) -> samples``, or, when
-    ``holds_model``, a class built once per worker with ``kwargs`` whose instances are called on
-    batches. Ray Data runs it over batches of ``batch_size`` samples."""
+    """One corpus stage: ``fn`` is a batch function ``fn(samples, **kwargs) -> samples`` or a class
+    built with ``kwargs`` whose instances are called on batches. Ray Data runs it over batches of
+    ``batch_size`` samples: in tasks (consecutive task stages fuse into one task per block; a
+    class is built once per worker process), or, when ``holds_model`` (an LLM, a GPU TTS, ASR),
+    in an actor pool of its own."""
 
     name: str
     fn: Callable[..., Any]
@@ -67,10 +69,19 @@ def run_stage(name: str, fn: Callable[[list[Sample]], list[Sample]], samples: li
     return samples
 
 
+# Stage objects built by task workers, kept for the life of the worker process (Ray reuses it).
+_STAGES_IN_THIS_WORKER: dict[str, Any] = {}
+
+
 def _stage_task(batch: dict[str, Any], spec: StageSpec) -> dict[str, Any]:
-    samples = batch_to_samples(batch)
-    fn = lambda xs: spec.fn(xs, **spec.kwargs)  # noqa: E731
-    return samples_to_batch(run_stage(spec.name, fn, samples))
+    if isinstance(spec.fn, type):  # a stage with light state (espeak, a k-means codebook)
+        key = f"{spec.name}:{spec.fn.__qualname__}:{spec.kwargs!r}"
+        if key not in _STAGES_IN_THIS_WORKER:
+            _STAGES_IN_THIS_WORKER[key] = spec.fn(**spec.kwargs)
+        fn = _STAGES_IN_THIS_WORKER[key]
+    else:
+        fn = lambda xs: spec.fn(xs, **spec.kwargs)  # noqa: E731
+    return samples_to_batch(run_stage(spec.name, fn, batch_to_samples(batch)))
 
 
 class StageWorker:
@@ -167,7 +178,7 @@ def script_stages(cfg: PlatformConfig, scen, *, template_only: bool = False) -> 
             TurnRenderer,
             {"audio": cfg.audio},
             batch_size=cfg.data.render.batch_size,
-            holds_model=True,
+            holds_model=cfg.audio.tts_engine != "espeak",
         ),
     ]
 
@@ -182,22 +193,20 @@ def corpus_stages(cfg: PlatformConfig, scen, root: str, tokenizer_uri: str) -> l
             AssistantUnitEncoder,
             {"tokenizer_uri": tokenizer_uri},
             batch_size=d.render.batch_size,
-            holds_model=True,
+            holds_model=cfg.audio.unit_tokenizer != "mel_kmeans",
         ),
         StageSpec(
             "filters",
             AudioFilter,
             {"settings": d.filters, "audio": cfg.audio},
             batch_size=d.render.batch_size,
-            holds_model=True,
+            holds_model=d.filters.max_wer is not None,
         ),
         StageSpec(
             "output",
             output.AudioWriter,
             {"root": root, "render": d.render},
             batch_size=d.render.batch_size,
-            holds_model=True,
-            num_cpus=0.5,
         ),
     ]
 
@@ -270,6 +279,12 @@ def ensure_unit_tokenizer(cfg: PlatformConfig, scen, root: str, log: Log) -> str
 
     if cfg.data.units.tokenizer_path:
         return cfg.data.units.tokenizer_path
+    if cfg.audio.unit_tokenizer == "glm4voice":  # a pretrained tokenizer: nothing to fit
+        if not cfg.audio.glm4voice_tokenizer_path:
+            raise ValueError(
+                "audio.unit_tokenizer is glm4voice but audio.glm4voice_tokenizer_path is unset"
+            )
+        return cfg.audio.glm4voice_tokenizer_path
     target = storage.join(root, output.UNIT_TOKENIZER)
     if storage.exists(target):
         return target

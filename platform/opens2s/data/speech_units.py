@@ -33,12 +33,16 @@ def load_tokenizer_from(uri: str):
 def fit_unit_tokenizer(waves: list[np.ndarray], audio: AudioSection, target_uri: str) -> str:
     """Fit the audio section's k-means tokenizer on ``waves`` (at audio.sample_rate) and store it
     at ``target_uri``; returns the URI."""
-    from opens2s.audio.units import MelKMeansUnits
+    from opens2s.audio.units import build_unit_tokenizer
 
     if not waves:
         raise ValueError("no rendered assistant audio to fit the unit tokenizer on")
-    tokenizer = MelKMeansUnits(audio.codebook_size, audio.unit_rate)
-    tokenizer.fit(waves)
+    tokenizer = build_unit_tokenizer(audio)
+    tokenizer.fit(
+        [(w, audio.sample_rate) for w in waves],
+        passes=audio.kmeans_passes,
+        batch_units=audio.kmeans_batch_frames,
+    )
     with tempfile.TemporaryDirectory(prefix="opens2s-units-") as tmp:
         path = Path(tmp) / "tokenizer.npz"
         tokenizer.save(path)
