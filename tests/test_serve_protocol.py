@@ -1,4 +1,4 @@
-"""The realtime protocol, limits and vocoder block schedule, without Ray."""
+"""The realtime protocol, auth and limits, without Ray."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import json
 import numpy as np
 import pytest
 from opens2s.config import ConfigError, load_config
-from opens2s.config.serve import VocoderBlocks
-from opens2s.serving.blocks import UnitBlocker
 from opens2s.serving.limits import RateLimiter, token_ok
 from opens2s.serving.protocol import (
     InputCommit,
@@ -60,21 +58,6 @@ def test_pcm_frames_must_be_even_and_bounded_and_round_trip_through_base64() -> 
     ev = audio_delta("r1", wave, 16000)
     assert ev["samples"] == wave.size and ev["sample_rate"] == 16000
     assert np.max(np.abs(pcm16_from_base64(ev["audio"]) - wave)) < 1e-3
-
-
-def test_growing_blocks_start_small_then_grow_to_the_cap_and_lose_no_unit() -> None:
-    blocker = UnitBlocker(VocoderBlocks(schedule="growing", first_units=2, growth=2, max_units=16))
-    sizes = []
-    for u in range(100):
-        sizes += [len(b) for b in blocker.push([u])]
-    rest = blocker.flush()
-    assert sizes[:5] == [2, 4, 8, 16, 16]
-    assert sum(sizes) + len(rest) == 100
-    fixed = UnitBlocker(VocoderBlocks(schedule="fixed", fixed_units=24))
-    assert [len(b) for b in fixed.push(list(range(50)))] == [24, 24]
-    assert fixed.flush() == [48, 49]
-    whole = UnitBlocker(VocoderBlocks(schedule="whole"))
-    assert whole.push(list(range(50))) == [] and whole.flush() == list(range(50))
 
 
 def test_bearer_token_from_header_or_query_and_auth_off_without_token() -> None:

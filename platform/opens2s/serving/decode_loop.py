@@ -46,6 +46,7 @@ class _Active:
     blocks: VocoderBlocks
     t_arrived: float
     state: Any = None
+    vocoder: Any = None
     vstream: Any = None
     held: list[int] = field(default_factory=list)  # units of a "whole" schedule, until done
     t_first_audio: float | None = None
@@ -158,7 +159,8 @@ class BatchedDecodeLoop:
 
     def _prefill(self, entry: _Active) -> Any:
         state = self._start(entry.req)
-        entry.vstream = self._vocoder_for(entry.blocks).stream()
+        entry.vocoder = self._vocoder_for(entry.blocks)
+        entry.vstream = entry.vocoder.stream()
         return state
 
     def _step_batch(self, batch: list[_Active]) -> list[tuple[list[dict[str, Any]], bool]]:
@@ -184,9 +186,11 @@ class BatchedDecodeLoop:
                 done_reason = getattr(ev, "reason", "stop")
         if done_reason is None:
             return out, False
-        if entry.held:
-            out.extend(self._vocode(entry, entry.vstream.push(entry.held)))
-        out.extend(self._vocode(entry, entry.vstream.flush()))
+        if entry.blocks.schedule == "whole":
+            # the baseline: one offline render of the whole answer
+            out.extend(self._vocode(entry, entry.vocoder.decode(entry.held)))
+        else:
+            out.extend(self._vocode(entry, entry.vstream.flush()))
         out.append(self._done(entry, done_reason))
         return out, True
 
