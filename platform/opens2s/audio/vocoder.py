@@ -1,0 +1,317 @@
+"""Vocoders: unit ids -> wave, offline and streamed block by block.
+
+The CPU default, :class:`GriffinLimVocoder`, looks up each unit's k-means centroid (a few stacked
+log-mel frames), maps mel magnitudes to linear ones with the filters' pseudo-inverse, and recovers
+phase with fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99).
+
+Streaming (:class:`GriffinLimStream`) renders blocks of units as they arrive: the first block is
+small (first audio early) and later ones double up to a maximum. Each block is rendered with the
+last ``overlap`` units of the previous block as left context, its phase initialised from the
+previous block's phase there, and the two renders of that overlap are cross-faded (raised cosine),
+so block seams do not click. The output depends only on the unit sequence, never on how it was
+split into ``push`` calls. The last ``overlap`` units' audio is held back until the next block (or
+``flush``) can cross-fade it.
+
+:class:`GLM4VoiceDecoder` is the slot for GLM-4-Voice's flow-matching + HiFT decoder (GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from opens2s.audio.features import SpeechMelSpec, mel_filters
+from opens2s.audio.units import GLM4VoiceTokenizer, MelKMeansUnits, UnitError, UnitTokenizer
+from opens2s.config.audio import AudioSection
+
+_DEFAULTS = AudioSection()
+
+
+class VocoderStream(Protocol):
+    """One utterance being vocoded as its units arrive."""
+
+    def push(self, units: Sequence[int]) -> np.ndarray:
+        """Add units; return the samples that became ready (possibly none)."""
+        ...
+
+    def flush(self) -> np.ndarray:
+        """End of the utterance: return every remaining sample."""
+        ...
+
+
+class Vocoder(Protocol):
+    """Units -> wave at ``sample_rate``."""
+
+    sample_rate: int
+
+    def decode(self, units: Sequence[int]) -> np.ndarray:
+        """The wave of a whole unit sequence."""
+        ...
+
+    def stream(self) -> VocoderStream:
+        """A fresh streaming session."""
+        ...
+
+
+@lru_cache(maxsize=8)
+def _mel_pinv(spec: SpeechMelSpec) -> torch.Tensor:
+    filt = mel_filters(spec.sr, spec.n_fft, spec.n_mels)  # [n_freq, n_mels]
+    return torch.from_numpy(np.linalg.pinv(filt.T).astype(np.float32))  # [n_freq, n_mels]
+
+
+def mel_to_magnitude(log_mel: np.ndarray, spec: SpeechMelSpec) -> torch.Tensor:
+    """``[frames, n_mels]`` natural-log mel -> ``[n_freq, frames]`` linear STFT magnitudes."""
+    mel = torch.from_numpy(np.exp(np.asarray(log_mel, np.float32))).T
+    return (_mel_pinv(spec) @ mel).clamp(min=0.0)
+
+
+def griffin_lim(
+    mag: torch.Tensor,
+    spec: SpeechMelSpec,
+    n_iter: int,
+    *,
+    init_phase: torch.Tensor | None = None,
+    seed: int = 0,
+    momentum: float = 0.99,
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Fast Griffin-Lim: magnitudes ``[n_freq, T]`` -> (wave of ``T * hop`` samples, phase).
+
+    ``init_phase`` (unit complex, ``[n_freq, T0]``) fixes the starting phase of the first ``T0``
+    frames; the rest start from seeded random phase. Returns the final unit-complex phase.
+    """
+    n_freq, frames = mag.shape
+    length = frames * spec.hop
+    gen = torch.Generator().manual_seed(seed)
+    angles = torch.exp(2j * math.pi * torch.rand(n_freq, frames, generator=gen))
+    if init_phase is not None and init_phase.shape[1] > 0:
+        angles[:, : init_phase.shape[1]] = init_phase
+    window = torch.hann_window(spec.win_length)
+
+    def istft(x: torch.Tensor) -> torch.Tensor:
+        return torch.istft(x, spec.n_fft, spec.hop, spec.win_length, window=window, length=length)
+
+    def stft(w: torch.Tensor) -> torch.Tensor:
+        return torch.stft(
+            w, spec.n_fft, spec.hop, spec.win_length, window=window, return_complex=True
+        )
+
+    prev = torch.zeros_like(angles)
+    for _ in range(n_iter):
+        rebuilt = stft(istft(mag * angles))[:, :frames]
+        angles = rebuilt - prev * (momentum / (1 + momentum))
+        angles = angles / (angles.abs() + 1e-16)
+        prev = rebuilt
+    wave = istft(mag * angles)
+    return wave.numpy().astype(np.float32), angles
+
+
+class GriffinLimVocoder:
+    """Units of a :class:`MelKMeansUnits` tokenizer -> centroid log-mel -> Griffin-Lim wave."""
+
+    def __init__(
+        self,
+        tokenizer: MelKMeansUnits,
+        *,
+        n_iter: int | None = None,
+        first_block_units: int | None = None,
+        max_block_units: int | None = None,
+        overlap_units: int | None = None,
+    ) -> None:
+        tokenizer._require_fitted()
+        self.tokenizer = tokenizer
+        self.spec = tokenizer.spec
+        self.sample_rate = tokenizer.spec.sr
+        self.n_iter = n_iter or _DEFAULTS.griffin_lim_iters
+        self.first_block_units = first_block_units or _DEFAULTS.vocoder_first_block_units
+        self.max_block_units = max_block_units or _DEFAULTS.vocoder_max_block_units
+        self.overlap_units = overlap_units or _DEFAULTS.vocoder_overlap_units
+        self.frames_per_unit = tokenizer.stack
+        self.samples_per_unit = tokenizer.stack * tokenizer.spec.hop
+
+    def decode(self, units: Sequence[int]) -> np.ndarray:
+        """Whole-utterance Griffin-Lim: ``len(units) * samples_per_unit`` samples."""
+        ids = np.asarray(units, dtype=np.int64)
+        if ids.size == 0:
+            return np.zeros(0, np.float32)
+        mag = mel_to_magnitude(self.tokenizer.units_to_mel(ids), self.spec)
+        wave, _ = griffin_lim(mag, self.spec, self.n_iter)
+        return wave
+
+    def stream(self) -> GriffinLimStream:
+        """A streaming session with this vocoder's block schedule."""
+        return GriffinLimStream(self)
+
+
+@dataclass
+class _StreamState:
+    pending: list[int] = field(default_factory=list)  # units not yet rendered
+    context: list[int] = field(default_factory=list)  # last overlap units already rendered
+    context_phase: torch.Tensor | None = None  # their phase, [n_freq, frames]
+    tail: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # held samples
+    blocks: int = 0
+    emitted: int = 0
+    closed: bool = False
+
+
+class GriffinLimStream:
+    """Streaming Griffin-Lim: explicit state, ``push(units)`` and ``flush()`` (see module doc)."""
+
+    def __init__(self, vocoder: GriffinLimVocoder) -> None:
+        self.v = vocoder
+        self.state = _StreamState()
+
+    def _next_block_size(self) -> int:
+        return min(self.v.max_block_units, self.v.first_block_units * 2**self.state.blocks)
+
+    def push(self, units: Sequence[int]) -> np.ndarray:
+        """Add units; render every complete block; return the samples now final."""
+        if self.state.closed:
+            raise UnitError("vocoder stream", "push() after flush(): start a new stream()")
+        ids = [int(u) for u in units]
+        if ids and (min(ids) < 0 or max(ids) >= self.v.tokenizer.codebook_size):
+            raise UnitError(
+                "units",
+                f"ids must lie in [0, {self.v.tokenizer.codebook_size}), got {min(ids)}..{max(ids)}",
+            )
+        self.state.pending.extend(ids)
+        out = []
+        while len(self.state.pending) >= self._next_block_size():
+            size = self._next_block_size()
+            block, self.state.pending = self.state.pending[:size], self.state.pending[size:]
+            out.append(self._render(block, final=False))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def flush(self) -> np.ndarray:
+        """Render what is left and release the held tail; the stream is closed after this."""
+        if self.state.closed:
+            return np.zeros(0, np.float32)
+        out = (
+            self._render(self.state.pending, final=True) if self.state.pending else self.state.tail
+        )
+        self.state.pending, self.state.tail, self.state.closed = [], np.zeros(0, np.float32), True
+        return out
+
+    def _render(self, block: list[int], *, final: bool) -> np.ndarray:
+        v, st = self.v, self.state
+        ctx = st.context
+        spu, fpu = v.samples_per_unit, v.frames_per_unit
+        mag = mel_to_magnitude(v.tokenizer.units_to_mel(np.array(ctx + block)), v.spec)
+        wave, phase = griffin_lim(
+            mag, v.spec, v.n_iter, init_phase=st.context_phase, seed=st.blocks + 1
+        )
+        n_ctx = len(ctx) * spu
+        head = wave[:n_ctx]
+        if n_ctx:
+            # raised-cosine cross-fade of the held tail (previous render) into this render
+            fade = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n_ctx) + 0.5) / n_ctx)
+            head = st.tail * (1.0 - fade) + head * fade
+        body = np.concatenate([head, wave[n_ctx:]]).astype(np.float32)
+        keep = 0 if final else min(v.overlap_units, len(ctx) + len(block))
+        all_units = ctx + block
+        st.context = all_units[len(all_units) - keep :] if keep else []
+        st.context_phase = phase[:, phase.shape[1] - keep * fpu :] if keep else None
+        split = body.size - keep * spu
+        st.tail = body[split:]
+        st.blocks += 1
+        st.emitted += split
+        return body[:split]
+
+
+# ---------------------------------------------------------------------------------------------
+# GLM-4-Voice decoder (GPU slot)
+
+
+class GLM4VoiceDecoder:
+    """Slot for GLM-4-Voice's decoder (flow matching + HiFT, 22,050 Hz) from a local directory.
+
+    ``model_dir`` is a local copy of ``THUDM/glm-4-voice-decoder`` (``config.yaml``, ``flow.pt``,
+    ``hift.pt``); the ``flow_inference.AudioDecoder`` class of the GLM-4-Voice repository (with
+    its CosyVoice / Matcha-TTS dependencies) must be importable.
+    """
+
+    sample_rate = 22050
+    REQUIRED_FILES = ("config.yaml", "flow.pt", "hift.pt")
+
+    def __init__(self, model_dir: str | Path, device: str = "cuda") -> None:
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise UnitError(str(model_dir), "GLM-4-Voice decoder directory does not exist")
+        missing = [f for f in self.REQUIRED_FILES if not (model_dir / f).is_file()]
+        if missing:
+            raise UnitError(
+                str(model_dir), f"not a GLM-4-Voice decoder directory: missing {missing}"
+            )
+        try:
+            from flow_inference import AudioDecoder
+        except ImportError as e:
+            raise UnitError(
+                "flow_inference",
+                f"GLM-4-Voice's flow_inference module is not importable ({e}); "
+                "put the THUDM/GLM-4-Voice repository on PYTHONPATH",
+            ) from e
+        self._device = device
+        self._decoder = AudioDecoder(
+            config_path=str(model_dir / "config.yaml"),
+            flow_ckpt_path=str(model_dir / "flow.pt"),
+            hift_ckpt_path=str(model_dir / "hift.pt"),
+            device=device,
+        )
+
+    def decode(self, units: Sequence[int]) -> np.ndarray:
+        """The wave of a whole unit sequence."""
+        import uuid
+
+        tokens = torch.tensor([list(units)], dtype=torch.long, device=self._device)
+        prompt_tok = torch.zeros(1, 0, dtype=torch.long, device=self._device)
+        prompt_feat = torch.zeros(1, 0, 80, device=self._device)
+        wave, _ = self._decoder.token2wav(
+            tokens,
+            uuid=str(uuid.uuid4()),
+            prompt_token=prompt_tok,
+            prompt_feat=prompt_feat,
+            finalize=True,
+        )
+        return wave.squeeze().float().cpu().numpy()
+
+    def stream(self) -> VocoderStream:
+        """Not offered: GLM-4-Voice streams by re-decoding growing prefixes in its own server."""
+        raise UnitError(
+            "GLM4VoiceDecoder", "streaming is not implemented for this slot; use decode()"
+        )
+
+
+def vocoder_for(tokenizer: UnitTokenizer, cfg: AudioSection | None = None) -> Vocoder:
+    """The vocoder that inverts ``tokenizer``'s units (Griffin-Lim for k-means, GLM-4-Voice's own)."""
+    cfg = cfg or _DEFAULTS
+    if isinstance(tokenizer, MelKMeansUnits):
+        return GriffinLimVocoder(tokenizer)
+    if isinstance(tokenizer, GLM4VoiceTokenizer):
+        if not cfg.glm4voice_decoder_path:
+            raise UnitError(
+                "audio.glm4voice_decoder_path", "GLM-4-Voice units need its decoder path"
+            )
+        return GLM4VoiceDecoder(cfg.glm4voice_decoder_path)
+    raise UnitError(type(tokenizer).__name__, "no vocoder known for this tokenizer")
+
+
+def describe(vocoder: Vocoder) -> str:
+    """One-line JSON description of a vocoder's settings (for logs and benchmarks)."""
+    if isinstance(vocoder, GriffinLimVocoder):
+        return json.dumps(
+            {
+                "kind": "griffin_lim",
+                "n_iter": vocoder.n_iter,
+                "first_block_units": vocoder.first_block_units,
+                "max_block_units": vocoder.max_block_units,
+                "overlap_units": vocoder.overlap_units,
+            }
+        )
+    return json.dumps({"kind": type(vocoder).__name__})
