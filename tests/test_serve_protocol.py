@@ -83,3 +83,52 @@ def test_serve_section_rejects_unknown_keys_and_inverted_replica_bounds() -> Non
         load_config(None, {"serve.colour": 1})
     with pytest.raises(ConfigError, match="min_replicas"):
         load_config(None, {"serve.autoscaling": {"min_replicas": 3, "max_replicas": 2}})
+
+
+def _spoken(text: str) -> np.ndarray:
+    from opens2s.audio.io import resample
+    from opens2s.audio.tts import EspeakTTS
+
+    tts = EspeakTTS()
+    wave, sr = tts.synthesize(text, tts.speakers()[0])
+    return resample(wave, sr, 16000)
+
+
+def test_session_cuts_the_turn_where_vad_hears_silence_and_keeps_a_preroll() -> None:
+    from opens2s.audio.vad import build_vad
+    from opens2s.serving.session import RealtimeSession
+
+    speech = _spoken("Hello, I would like some help please.")
+    lead = np.zeros(16000, np.float32)
+    wave = np.concatenate([lead, speech, np.zeros(16000, np.float32), speech[:8000]])
+    session = RealtimeSession(vad=build_vad(), max_turn_seconds=30)
+    events, turns = [], []
+    for i in range(0, wave.size, 320):  # 20 ms frames, as the web page sends
+        evs, turn = session.push(wave[i : i + 320])
+        events += [e["type"] for e in evs]
+        turns += [turn] if turn is not None else []
+    assert events[:2] == ["input.speech_started", "input.speech_stopped"]
+    assert len(turns) == 1 and turns[0].reason == "vad"
+    # the turn holds the whole utterance: not much more, and nothing cut at the start
+    assert speech.size * 0.9 < turns[0].audio.size < speech.size + 0.8 * 16000
+    energy = np.abs(turns[0].audio)
+    assert energy[: int(0.05 * 16000)].max() < 0.01  # begins in the pre-roll silence
+    assert session.in_speech  # the trailing speech started a new turn
+    commit_events, turn = session.commit()
+    assert turn is not None and turn.reason == "commit" and turn.audio.size > 4000
+    assert commit_events[0]["reason"] == "commit"
+
+
+def test_session_ends_a_turn_that_runs_past_the_limit() -> None:
+    from opens2s.audio.vad import build_vad
+    from opens2s.serving.session import RealtimeSession
+
+    speech = np.concatenate([_spoken("one two three four five six seven eight nine ten")] * 2)
+    session = RealtimeSession(vad=build_vad(), max_turn_seconds=1.5)
+    reasons = []
+    for i in range(0, speech.size, 1600):
+        evs, turn = session.push(speech[i : i + 1600])
+        if turn is not None:
+            reasons.append(turn.reason)
+            assert turn.audio.size <= (1.5 + 0.3 + 0.1) * 16000
+    assert reasons and reasons[0] == "max_turn"

@@ -144,11 +144,9 @@ def load_speech_stack(cfg: PlatformConfig) -> SpeechStack:
 def make_vad(cfg: PlatformConfig) -> Any:
     """A fresh end-of-turn detector for one realtime session."""
 
+    from opens2s.audio.vad import build_vad
 
-
-    from opens2s.audio.vad import EndOfTurnDetector
-
-    return EndOfTurnDetector(sr=cfg.audio.sample_rate, silence_ms=cfg.audio.vad_silence_ms)
+    return build_vad(cfg.audio, sr=16000)
 
 
 DEMO_SENTENCES = (
