@@ -151,18 +151,26 @@ class StreamingDecoder:
     def prompt_ids(
         self, history: Sequence[dict] | None = None, system_prompt: str | None = None
     ) -> list[int]:
-        """Chat-template ids of ``history`` + one user audio turn, ending ``<|im_tts_start|>``."""
+        """Chat-template ids of ``history`` + one user audio turn, ending ``<|im_tts_start|>``.
+
+        ``history`` is earlier turns as text (``{"role", "content": str}``); earlier assistant
+        answers were spoken, so they are laid out as TTS spans, as training records have them.
+        """
         messages: list[dict] = []
         if system_prompt is not None:
             messages.append({"role": "system", "content": system_prompt})
         for i, m in enumerate(history or []):
-            content = m.get("content")
-            items = content if isinstance(content, list) else [{"text": content}]
-            if any(isinstance(it, dict) and it.get("audio") for it in items):
+            role, content = m.get("role"), m.get("content")
+            if role not in ("user", "assistant", "system") or not isinstance(content, str):
                 raise ValueError(
-                    f"history[{i}] holds audio: pass earlier turns as text (their transcripts)"
+                    f"history[{i}]: expected {{'role': 'user'|'assistant', 'content': str}}, "
+                    f"got role={role!r}, content of type {type(content).__name__} (earlier "
+                    "audio turns go in as their transcripts)"
                 )
-            messages.append({"role": m["role"], "content": content})
+            if role == "assistant":
+                # Any non-empty speech_units makes the template write <|im_tts_start|>..end|>.
+                content = [{"text": content, "speech_units": "spoken"}]
+            messages.append({"role": role, "content": content})
         messages.append({"role": "user", "content": [{"text": "", "audio": "<input>"}]})
         return self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=True, return_dict=False
