@@ -105,6 +105,7 @@ class LeanLM:
         self.act = body.layers[0].mlp.act_fn
         self.inv_freq = body.rotary_emb.inv_freq
         self.rope_scale = body.rotary_emb.attention_scaling
+        self.cos_table = self.sin_table = None  # positions x hd, built on demand, doubling
         self.norm = body.norm.weight
 
         def lin(m: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -129,6 +130,32 @@ class LeanLM:
                 )
             )
 
+    def _rope(
+        self, caches: list[KVBuffer], n: int, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin ``B x 1 x n x hd`` of each session's next ``n`` positions, from a table."""
+        end = max(c.length for c in caches) + n
+        if (
+            self.cos_table is None
+            or self.cos_table.shape[0] < end
+            or (self.cos_table.dtype != x.dtype or self.cos_table.device != x.device)
+        ):
+            size = max(256, 2 * end)
+            freqs = torch.arange(size, device=x.device).float()[:, None] * self.inv_freq.to(
+                x.device
+            )
+            emb = torch.cat((freqs, freqs), dim=-1)
+            self.cos_table = (emb.cos() * self.rope_scale).to(x.dtype)
+            self.sin_table = (emb.sin() * self.rope_scale).to(x.dtype)
+        if len(caches) == 1:
+            start = caches[0].length
+            return (
+                self.cos_table[start : start + n][None, None],
+                self.sin_table[start : start + n][None, None],
+            )
+        index = torch.stack([torch.arange(c.length, c.length + n) for c in caches]).to(x.device)
+        return self.cos_table[index][:, None], self.sin_table[index][:, None]
+
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x, (x.shape[-1],), weight, self.eps)
 
@@ -138,16 +165,7 @@ class LeanLM:
         session's cache; returns the last-layer states after the final norm."""
         b, n, _ = x.shape
         hd = self.head_dim
-        if b == 1:
-            positions = torch.arange(caches[0].length, caches[0].length + n, device=x.device)[None]
-        else:
-            positions = torch.stack(
-                [torch.arange(c.length, c.length + n, device=x.device) for c in caches]
-            )
-        freqs = positions[..., None].float() * self.inv_freq
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # B x 1 x n x hd
-        cos = (emb.cos() * self.rope_scale).to(x.dtype)
-        sin = (emb.sin() * self.rope_scale).to(x.dtype)
+        cos, sin = self._rope(caches, n, x)
         mask = None
         if n > 1:
             # New position j sees the whole past and new positions 0..j (equal past per group).
@@ -162,8 +180,10 @@ class LeanLM:
             v = F.linear(y, *w.v).view(b, n, -1, hd).transpose(1, 2)
             if w.q_norm is not None:  # Qwen3 normalises each head before the rotary embedding
                 q, k = self._rms(q, w.q_norm), self._rms(k, w.k_norm)
-            q = _rotate(q.transpose(1, 2), cos, sin)
-            k = _rotate(k.transpose(1, 2), cos, sin)
+            # One rotation for queries and keys together (fewer small ops per step).
+            heads = q.shape[2]
+            qk = _rotate(torch.cat((q, k), dim=2).transpose(1, 2), cos, sin)
+            q, k = qk[:, :heads], qk[:, heads:]
             outs = []
             for s, cache in enumerate(caches):
                 cache.append(i, k[s : s + 1], v[s : s + 1])
