@@ -51,10 +51,10 @@ def run_streaming(dec: StreamingDecoder, prompt, spk, n_text: int, n_units: int,
     sampling = SamplingParams(max_text_tokens=n_text, max_units=n_units)
     forward_s = [0.0]
 
-    def timed_step(lm, x, caches):
+    def timed_step(lm, x, caches, **kw):
         sync(device)
         t = time.perf_counter()
-        out = decode_step(lm, x, caches)
+        out = decode_step(lm, x, caches, **kw)
         sync(device)
         forward_s[0] += time.perf_counter() - t
         return out
@@ -166,7 +166,7 @@ def pure_forward_step(model, prompt, n_text: int, n_units: int, device: str, rep
             kv.length = ctx  # overwrite the same slot: a fixed context length
             sync(device)
             t0 = time.perf_counter()
-            head(decode_step(lm, one, [kv])[:, -1])
+            decode_step(lm, one, [kv], logits=True)
             sync(device)
             lean.append(time.perf_counter() - t0)
             c = DynamicCache(ddp_cache_data=[(ly.keys, ly.values) for ly in hf_cache.layers])

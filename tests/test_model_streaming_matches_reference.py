@@ -77,9 +77,9 @@ def test_prompt_is_prefilled_once_and_each_step_feeds_only_new_positions(decoder
     seen = {"llm": [], "tts": []}
     real = streaming.decode_step
 
-    def recording(lm, x, caches):
+    def recording(lm, x, caches, **kw):
         seen["llm" if lm is decoder.model.llm_model else "tts"].append(x.shape[1])
-        return real(lm, x, caches)
+        return real(lm, x, caches, **kw)
 
     monkeypatch.setattr(streaming, "decode_step", recording)
     sampling = SamplingParams(max_text_tokens=10, max_units=60)

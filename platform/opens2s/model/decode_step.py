@@ -230,14 +230,24 @@ def hf_step(lm: nn.Module, x: torch.Tensor, caches: list[KVBuffer]) -> torch.Ten
     return torch.cat(outs)
 
 
-def decode_step(lm: nn.Module, x: torch.Tensor, caches: list[KVBuffer]) -> torch.Tensor:
+def decode_step(
+    lm: nn.Module, x: torch.Tensor, caches: list[KVBuffer], *, logits: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Cached forward for decoding: the lean path where the architecture allows, else HF's.
 
-    The lean path's tensors are gathered once per module and kept on it."""
-    if not supports_lean_step(lm):
-        return hf_step(lm, x, caches)
-    lean = lm.__dict__.get("_opens2s_lean")
-    if lean is None:
-        lean = LeanLM(lm)
-        lm.__dict__["_opens2s_lean"] = lean  # a plain attribute: not a submodule, not saved
-    return lean(x, caches)
+    Returns the last-layer states ``B x n x D``; with ``logits=True`` also the LM head's logits
+    of each session's last position (``B x vocab``). The choice of path and the lean path's
+    tensors are made once per module and kept on it (a plain attribute, never saved).
+    """
+    lean = lm.__dict__.get("_opens2s_lean", _UNSET)
+    if lean is _UNSET:
+        lean = LeanLM(lm) if supports_lean_step(lm) else None
+        lm.__dict__["_opens2s_lean"] = lean
+    hidden = lean(x, caches) if lean is not None else hf_step(lm, x, caches)
+    if not logits:
+        return hidden
+    head = lm.get_output_embeddings()
+    return hidden, F.linear(hidden[:, -1], head.weight, head.bias)
+
+
+_UNSET = object()

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from opens2s.model.decode_step import KVBuffer, decode_step
@@ -244,7 +243,9 @@ class StreamingDecoder:
         if prompt_embeds is None:
             prompt_embeds = self.prompt_embeds(wave, audio_features, history, system_prompt)
         llm_kv = KVBuffer()
-        hidden = decode_step(self.model.llm_model, prompt_embeds[None], [llm_kv])
+        hidden, logits = decode_step(
+            self.model.llm_model, prompt_embeds[None], [llm_kv], logits=True
+        )
         last = hidden[0, -1:]
         state = DecodeState(
             sampling=sampling,
@@ -256,8 +257,7 @@ class StreamingDecoder:
             text_gen=_generator(sampling.seed),
             unit_gen=_generator(sampling.seed + 1),
         )
-        logits = self.model.llm_model.get_output_embeddings()(last)[0]
-        self._take_text_token(state, logits)
+        self._take_text_token(state, logits[0])
         state.outbox.extend(self._text_delta(state))
         return state
 
@@ -347,10 +347,10 @@ class StreamingDecoder:
     def _llm_step(self, group: list[DecodeState], events: list[list[Event]]) -> None:
         embed = self.model.llm_model.get_input_embeddings()
         ids = torch.tensor([[s.next_token] for s in group], device=self.device)
-        hidden = decode_step(self.model.llm_model, embed(ids), [s.llm_kv for s in group])
-        last = hidden[:, -1]
-        projected = self.model.text_to_tts(last)
-        logits = self.model.llm_model.get_output_embeddings()(last)
+        hidden, logits = decode_step(
+            self.model.llm_model, embed(ids), [s.llm_kv for s in group], logits=True
+        )
+        projected = self.model.text_to_tts(hidden[:, -1])
         for i, s in enumerate(group):
             fed = s.next_token
             if not s.units_done:
@@ -376,9 +376,7 @@ class StreamingDecoder:
                 s.pending, s.n_hidden_pending, s.units_in_chunk = [], 0, 0
             inputs.append(parts[0] if len(parts) == 1 else torch.cat(parts))
         x = inputs[0][None] if len(inputs) == 1 else torch.stack(inputs)
-        hidden = decode_step(self.model.tts_lm_model, x, [s.tts_kv for s in group])
-        head = self.model.tts_lm_model.get_output_embeddings()
-        logits = F.linear(hidden[:, -1], head.weight, head.bias)
+        _, logits = decode_step(self.model.tts_lm_model, x, [s.tts_kv for s in group], logits=True)
         for i, s in enumerate(group):
             events[i].extend(self._take_unit(s, logits[i]))
 
