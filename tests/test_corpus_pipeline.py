@@ -56,31 +56,28 @@ def corpus_ids(root: str) -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def unit_tokenizer(tmp_path_factory, ray_local) -> str:
-    """A unit tokenizer fitted once by the corpus job's own fitting step, shared by the tests
-    that do not test fitting."""
-    from opens2s.data import scenarios
-    from opens2s.data.pipeline import ensure_unit_tokenizer
+def corpus_50(tmp_path_factory, ray_local) -> tuple[str, dict]:
+    """50 dialogues built once (unit tokenizer fitted by the job's own step): (root, summary)."""
+    base = tmp_path_factory.mktemp("corpus50")
+    corpus = str(base / "corpus")
+    cfg = load_config(
+        write_config(base / "c.yaml", corpus, scenarios__num_dialogues=50, output__shard_size=10)
+    )
+    return corpus, build_corpus(cfg)
 
-    base = tmp_path_factory.mktemp("units")
-    cfg = load_config(write_config(base / "c.yaml", str(base / "corpus")))
-    scen = scenarios.resolve_scenario_settings(cfg.data.scenarios, audio=cfg.audio)
-    return ensure_unit_tokenizer(cfg, scen, str(base / "corpus"), print)
+
+@pytest.fixture(scope="module")
+def unit_tokenizer(corpus_50) -> str:
+    """The unit tokenizer the 50-dialogue build fitted, reused by tests that do not fit one."""
+    return storage.join(corpus_50[0], output.UNIT_TOKENIZER)
 
 
 @pytest.mark.timeout(300)
-def test_50_dialogues_end_to_end_are_readable_by_the_record_loader(ray_local, tmp_path) -> None:
+def test_50_dialogues_end_to_end_are_readable_by_the_record_loader(corpus_50) -> None:
     from opens2s.model import build_model, build_tokenizer
     from opens2s.model.records import RecordEncoder, parse_record
 
-    corpus = str(tmp_path / "corpus")
-    cfg = load_config(
-        write_config(
-            tmp_path / "c.yaml", corpus, scenarios__num_dialogues=50, output__shard_size=10
-        )
-    )
-    summary = build_corpus(cfg)
-
+    corpus, summary = corpus_50
     expected = {sample_id(0, i) for i in range(50)}
     kept, dropped = corpus_ids(corpus)
     assert len(kept) + len(dropped) == 50 and set(kept) | set(dropped) == expected
@@ -216,6 +213,7 @@ def test_llm_writer_garbage_is_quarantined_with_reasons_and_the_job_finishes(
             scenarios__num_dialogues=4,
             output__shard_size=2,
             writer={"kind": "llm", "max_new_tokens": 12, "max_attempts": 2, "batch_size": 4},
+            workers=1,
             units__tokenizer_path=unit_tokenizer,
         )
     )

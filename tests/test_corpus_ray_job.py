@@ -106,6 +106,10 @@ class HeadNode:
 @pytest.mark.timeout(360)
 def test_build_corpus_runs_through_ray_job_submit_on_a_head_node(tmp_path) -> None:
     corpus = tmp_path / "corpus"
+    # The job may fit its own tokenizer (tested end to end elsewhere); here it gets one, fitted
+    # directly on two espeak sentences, so the test spends its time on the cluster path.
+    tokenizer = tmp_path / "tokenizer.npz"
+    _fit_small_tokenizer(tokenizer)
     config = tmp_path / "job.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -116,7 +120,7 @@ def test_build_corpus_runs_through_ray_job_submit_on_a_head_node(tmp_path) -> No
                     "workers": 1,
                     "cpus_per_worker": 0.5,
                     "scenarios": {"num_dialogues": 3, "max_exchanges": 1},
-                    "units": {"fit_dialogues": 2},
+                    "units": {"tokenizer_path": str(tokenizer)},
                     "output": {"shard_size": 2},
                 },
             }
@@ -158,4 +162,18 @@ def test_build_corpus_runs_through_ray_job_submit_on_a_head_node(tmp_path) -> No
         "shard-00000.jsonl",
         "shard-00001.jsonl",
     ]
-    assert (corpus / "units" / "tokenizer.npz").is_file()
+    records = [json.loads(line) for line in (corpus / "shards" / "shard-00000.jsonl").open()]
+    assert all(r["messages"][1]["content"][0]["speech_units"] for r in records)
+
+
+def _fit_small_tokenizer(path: Path) -> None:
+    from opens2s.audio.io import resample
+    from opens2s.audio.tts import ASSISTANT_SPEAKER, EspeakTTS
+    from opens2s.audio.units import MelKMeansUnits
+
+    tts = EspeakTTS()
+    waves = []
+    for text in ("I am here with you, that sounds hard.", "Take it one step at a time."):
+        wave, sr = tts.synthesize(text, ASSISTANT_SPEAKER)
+        waves.append(resample(wave, sr, 16000))
+    MelKMeansUnits(16, 25.0).fit(waves, passes=2).save(path)
