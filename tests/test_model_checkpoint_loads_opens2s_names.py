@@ -4,8 +4,10 @@ loads with no missing or unexpected keys."""
 
 from __future__ import annotations
 
+import json
+
 import torch
-from opens2s.model import OpenS2SModel, build_model, build_tokenizer, load_model
+from opens2s.model import OpenS2SConfig, OpenS2SModel, build_model, build_tokenizer, load_model
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
@@ -80,3 +82,48 @@ def test_checkpoint_with_opens2s_names_loads_without_missing_or_unexpected_keys(
     loaded = model.state_dict()
     assert set(loaded) == set(sd)
     assert all(torch.equal(loaded[k], sd[k]) for k in sd)
+
+
+def test_released_style_config_without_our_fields_loads(tmp_path):
+    """A config.json as OpenS2S writes it (no spk_emb_dim / unit_vocab_size / audio_token_id)
+    takes the released defaults: 512-d speaker projection, 16,384 units + end of speech."""
+    lm = {
+        "model_type": "qwen3",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 32,
+        "tie_word_embeddings": False,
+    }
+    released = {
+        "architectures": ["OmniSpeechModel"],
+        "model_type": "omnispeech",
+        "audio_encoder_config": {
+            "model_type": "qwen2_audio_encoder",
+            "d_model": 32,
+            "encoder_layers": 1,
+            "encoder_attention_heads": 1,
+            "encoder_ffn_dim": 64,
+            "num_mel_bins": 128,
+        },
+        "llm_config": dict(lm, vocab_size=768),
+        "tts_lm_config": dict(lm, vocab_size=16384 + 2),
+        "conv_kernel_sizes": "5,5",
+        "adapter_inner_dim": 64,
+        "interleave_strategy": "4:8",
+        "lora_config": None,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(released))
+    config = OpenS2SConfig.from_pretrained(tmp_path)
+    assert config.spk_emb_dim == 512 and config.tts_eos_token_id == 16384
+    sd = opens2s_state_dict(config)
+    assert sd["tts_lm_model.spk2tts.weight"].shape == (64, 512)
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "model.safetensors")
+    build_tokenizer().save_pretrained(tmp_path)
+    model, tokenizer = load_model(tmp_path)
+    assert model.config.audio_token_id == tokenizer.convert_tokens_to_ids("<|im_audio|>")
+    with torch.no_grad():
+        out = model(**_batch(model))
+    assert torch.isfinite(out.logits).all()
