@@ -40,3 +40,17 @@ def test_kv_buffer_grows_without_losing_the_past():
     torch.testing.assert_close(
         torch.cat([o[0] for o in outs]), _full_forward(lm, seq), rtol=1e-4, atol=1e-5
     )
+
+
+def test_an_unmerged_lora_layer_takes_the_hf_path_and_counts():
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lm = build_model("tiny", seed=4).llm_model
+    lm = inject_adapter_in_model(LoraConfig(r=4, target_modules=["q_proj", "v_proj"]), lm)
+    for name, p in lm.named_parameters():
+        if "lora_B" in name:  # zero at init: make the adapter change the output
+            torch.nn.init.normal_(p, std=0.5)
+    assert not supports_lean_step(lm)
+    seq = torch.randn(9, lm.config.hidden_size, generator=torch.Generator().manual_seed(2))
+    out = decode_step(lm, seq[None], [KVBuffer()])
+    torch.testing.assert_close(out[0], _full_forward(lm, seq), rtol=1e-4, atol=1e-5)

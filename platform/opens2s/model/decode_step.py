@@ -57,13 +57,21 @@ class KVBuffer:
 
 
 def supports_lean_step(lm: nn.Module) -> bool:
-    """True for a causal LM of the Qwen2/Qwen3/Llama layout with full attention everywhere."""
+    """True for a causal LM of the Qwen2/Qwen3/Llama layout with full attention everywhere and
+    plain linear projections (an injected, unmerged LoRA layer needs the HF path)."""
     config = lm.config
     if config.model_type not in LEAN_MODEL_TYPES:
         return False
-    if getattr(config, "rope_parameters", {}).get("rope_type", "default") != "default":
+    if (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default") != "default":
         return False
-    return all(t == "full_attention" for t in getattr(config, "layer_types", None) or [])
+    if not all(t == "full_attention" for t in getattr(config, "layer_types", None) or []):
+        return False
+    for layer in lm.base_model.layers:
+        a, m = layer.self_attn, layer.mlp
+        projections = (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj)
+        if any(type(p) is not nn.Linear for p in projections):
+            return False
+    return True
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
