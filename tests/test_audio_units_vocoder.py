@@ -197,3 +197,34 @@ def test_stream_rejects_bad_units_and_push_after_flush(tok25):
     s.flush()
     with pytest.raises(UnitError, match="after flush"):
         s.push([1])
+
+
+def test_learned_unit_decoder_beats_centroids_round_trips_and_streams(tmp_path: Path, waves):
+    tok = MelKMeansUnits(codebook_size=16, unit_rate=25).fit(waves, passes=2)
+    feats = [tok.unit_features(w, 16000) for w in waves]
+
+    def error() -> float:
+        return float(
+            np.mean(
+                [
+                    np.abs(
+                        tok.units_to_mel(tok.encode(w, 16000)) - f.reshape(-1, tok.spec.n_mels)
+                    ).mean()
+                    for w, f in zip(waves, feats, strict=True)
+                ]
+            )
+        )
+
+    plain = error()
+    tok.fit_decoder(waves, steps=150, hidden=32, layers=2)
+    refined = error()
+    assert refined < 0.9 * plain
+    back = load_unit_tokenizer(tok.save(tmp_path / "dec.safetensors"))
+    units = tok.encode(waves[2], 16000)
+    np.testing.assert_array_equal(back.units_to_mel(units), tok.units_to_mel(units))
+    voc = vocoder_for(back)
+    assert voc.overlap_units >= back.decoder.lookahead
+    one, _ = _stream(voc, units, 1)
+    np.testing.assert_array_equal(_stream(voc, units, 6)[0], one)
+    offline = voc.decode(units)
+    assert np.abs(speech_mel(offline, tok.spec) - speech_mel(one, tok.spec)).mean() <= 0.25

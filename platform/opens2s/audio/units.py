@@ -26,6 +26,7 @@ import torch
 
 from opens2s.audio.features import SpeechMelSpec, speech_mel
 from opens2s.audio.io import AudioError, load_audio, resample
+from opens2s.audio.mel_decoder import UnitMelDecoder, train_decoder
 from opens2s.config.audio import AudioSection
 
 _DEFAULTS = AudioSection()
@@ -100,6 +101,7 @@ class MelKMeansUnits:
         self.mean = np.zeros(self.dim, np.float32)
         self.std = np.ones(self.dim, np.float32)
         self.fit_stats: dict[str, float] = {}
+        self.decoder: UnitMelDecoder | None = None  # optional learned refinement of centroids
 
     # -- features ------------------------------------------------------------------------------
 
@@ -129,15 +131,51 @@ class MelKMeansUnits:
             mel = np.concatenate([mel, pad])
         return np.ascontiguousarray(mel[:need].reshape(n_units, self.dim))
 
-    def units_to_mel(self, units: np.ndarray) -> np.ndarray:
-        """The log-mel frames the centroids of ``units`` stand for: ``[n * stack, n_mels]``."""
+    def units_to_mel(self, units: np.ndarray, left_context: int = 0) -> np.ndarray:
+        """The log-mel frames ``units`` stand for: ``[(n - left_context) * stack, n_mels]``.
+
+        Plain centroids, or the learned decoder's refinement when one was fitted; the first
+        ``left_context`` units only serve as the decoder's context and are dropped.
+        """
         cents = self._require_fitted()
         ids = np.asarray(units, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= self.codebook_size):
             raise UnitError(
                 "units", f"ids must lie in [0, {self.codebook_size}), got {ids.min()}..{ids.max()}"
             )
-        return cents[ids].reshape(-1, self.spec.n_mels)
+        if self.decoder is not None and ids.size:
+            vecs = self.decoder.decode(ids) * self.std + self.mean
+        else:
+            vecs = cents[ids]
+        out = np.ascontiguousarray(vecs[left_context:], dtype=np.float32)
+        return out.reshape(-1, self.spec.n_mels)
+
+    def fit_decoder(
+        self,
+        sources: Iterable[WaveSource],
+        *,
+        steps: int = 1500,
+        hidden: int = 192,
+        layers: int = 3,
+        seed: int = 0,
+        progress: Callable[[str], None] | None = None,
+    ) -> MelKMeansUnits:
+        """Train the learned unit -> mel decoder (see ``mel_decoder``) on audio; returns self."""
+        self._require_fitted()
+        pairs = []
+        for src in sources:
+            feats = self.unit_features(*_as_wave(src))
+            pairs.append((self._assign(feats), self._normed(feats)))
+        self.decoder = train_decoder(
+            self._norm_centroids,
+            pairs,
+            steps=steps,
+            hidden=hidden,
+            layers=layers,
+            seed=seed,
+            progress=progress,
+        )
+        return self
 
     # -- encode --------------------------------------------------------------------------------
 
@@ -275,6 +313,8 @@ class MelKMeansUnits:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"centroids": cents, "mean": self.mean, "std": self.std}
+        if self.decoder is not None:
+            arrays.update(self.decoder.state_arrays())
         if path.suffix == ".safetensors":
             from safetensors.numpy import save_file
 
@@ -305,6 +345,14 @@ class MelKMeansUnits:
         tok.mean = arrays["mean"].astype(np.float32)
         tok.std = arrays["std"].astype(np.float32)
         tok.fit_stats = json.loads(meta.get("fit_stats", "{}"))
+        dec = {k: v for k, v in arrays.items() if k.startswith("decoder.")}
+        if dec:
+            try:
+                tok.decoder = UnitMelDecoder.from_arrays(tok._norm_centroids, dec)
+            except (KeyError, RuntimeError) as e:
+                raise UnitError(
+                    str(path), f"unit decoder weights do not fit the codebook: {e}"
+                ) from e
         return tok
 
 

@@ -133,6 +133,9 @@ class GriffinLimVocoder:
         self.first_block_units = first_block_units or _DEFAULTS.vocoder_first_block_units
         self.max_block_units = max_block_units or _DEFAULTS.vocoder_max_block_units
         self.overlap_units = overlap_units or _DEFAULTS.vocoder_overlap_units
+        if tokenizer.decoder is not None:
+            # re-render at least the units whose right context a learned decoder had not yet seen
+            self.overlap_units = max(self.overlap_units, tokenizer.decoder.lookahead)
         self.frames_per_unit = tokenizer.stack
         self.samples_per_unit = tokenizer.stack * tokenizer.spec.hop
 
@@ -153,6 +156,7 @@ class GriffinLimVocoder:
 @dataclass
 class _StreamState:
     pending: list[int] = field(default_factory=list)  # units not yet rendered
+    history: list[int] = field(default_factory=list)  # rendered units the decoder sees as context
     context: list[int] = field(default_factory=list)  # last overlap units already rendered
     context_phase: torch.Tensor | None = None  # their phase, [n_freq, frames]
     tail: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # held samples
@@ -203,7 +207,10 @@ class GriffinLimStream:
         v, st = self.v, self.state
         ctx = st.context
         spu, fpu = v.samples_per_unit, v.frames_per_unit
-        mag = mel_to_magnitude(v.tokenizer.units_to_mel(np.array(ctx + block)), v.spec)
+        # units before the cross-faded context only inform a learned decoder; they are not re-rendered
+        left = st.history[: len(st.history) - len(ctx)] if ctx else []
+        mel = v.tokenizer.units_to_mel(np.array(left + ctx + block), left_context=len(left))
+        mag = mel_to_magnitude(mel, v.spec)
         wave, phase = griffin_lim(
             mag, v.spec, v.n_iter, init_phase=st.context_phase, seed=st.blocks + 1
         )
@@ -217,6 +224,9 @@ class GriffinLimStream:
         keep = 0 if final else min(v.overlap_units, len(ctx) + len(block))
         all_units = ctx + block
         st.context = all_units[len(all_units) - keep :] if keep else []
+        dec = v.tokenizer.decoder
+        n_hist = keep + (dec.lookahead if dec is not None else 0)
+        st.history = (st.history + block)[-n_hist:] if keep else []
         st.context_phase = phase[:, phase.shape[1] - keep * fpu :] if keep else None
         split = body.size - keep * spu
         st.tail = body[split:]
