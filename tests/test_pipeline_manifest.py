@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from opens2s.config import load_config
 from opens2s.pipeline.manifest import RunManifest
-from opens2s.pipeline.plan import CLUSTER_JOBS, STEPS, served_config, steps_between
+from opens2s.pipeline.plan import CLUSTER_JOBS, JOB_GROUPS, STEPS, served_config, steps_between
 from opens2s.pipeline.runner import run_steps
 from opens2s.pipeline.summary import format_summary
 
@@ -24,7 +24,9 @@ def test_steps_between_selects_a_range_and_names_bad_steps() -> None:
         steps_between(None, "trian")
     with pytest.raises(ValueError, match="comes after"):
         steps_between("serve", "corpus")
-    assert [s for job in CLUSTER_JOBS.values() for s in job] == list(STEPS[:5])
+    # Job groups cover every step once, in order; the KubeRay RayJobs are the batch groups.
+    assert [s for group in JOB_GROUPS.values() for s in group] == list(STEPS)
+    assert all(CLUSTER_JOBS[j] == JOB_GROUPS[j] for j in CLUSTER_JOBS)
 
 
 def test_manifest_round_trips_through_pipeline_json(tmp_path: Path) -> None:

@@ -16,11 +16,15 @@ units, filters, shards); align, finetune: the training stages listed in ``train.
 export: the ``from_pretrained`` model dir; serve: deploy the Serve app on it; turn: one spoken
 test turn against it (answer wav, transcript, TTFA, WER)."""
 
-CLUSTER_JOBS: dict[str, tuple[str, ...]] = {
+JOB_GROUPS: dict[str, tuple[str, ...]] = {
     "corpus": ("units", "corpus"),
     "train": ("align", "finetune", "export"),
+    "serve": ("serve", "turn"),
 }
-"""Batch steps grouped into the RayJobs rendered for Kubernetes; serving is the RayService."""
+"""How steps group into Ray jobs: ``opens2s pipeline --address`` submits one job per group."""
+
+CLUSTER_JOBS: dict[str, tuple[str, ...]] = {k: JOB_GROUPS[k] for k in ("corpus", "train")}
+"""The batch groups rendered as KubeRay RayJobs; serving on Kubernetes is the RayService."""
 
 
 def steps_between(first: str | None = None, last: str | None = None) -> tuple[str, ...]:

@@ -1,8 +1,10 @@
-"""Run the pipeline on an existing Ray cluster, one Ray job per step, through the Jobs API.
+"""Run the pipeline on an existing Ray cluster as Ray jobs, through the Jobs API.
 
-Each step is submitted as ``python -m opens2s.pipeline.job --config platform.yaml --only STEP``
-(what ``ray job submit`` would run), its logs are streamed here as they come, and its exit status
-decides whether the pipeline goes on. The job writes the step's outputs and its manifest entry to
+Steps go in the job groups of ``plan.JOB_GROUPS`` (corpus: units + corpus; train: align +
+finetune + export; serve: serve + turn), the same grouping as the KubeRay RayJobs. A group with
+work left is submitted as ``python -m opens2s.pipeline.job --config platform.yaml --only STEPS``
+(what ``ray job submit`` would run; the job skips its finished steps itself), its logs are streamed
+here as they come, and its exit status decides whether the pipeline goes on. The job writes the step's outputs and its manifest entry to
 ``run_dir``, which therefore must be reachable from both sides: an ``s3://`` URI, or a local path
 when the cluster runs on this machine (a relative local path is made absolute).
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 from opens2s import storage
 from opens2s.config import PlatformConfig
 from opens2s.pipeline.manifest import RunManifest
-from opens2s.pipeline.plan import STEPS
+from opens2s.pipeline.plan import JOB_GROUPS, STEPS
 from opens2s.pipeline.runner import TRAIN_STEPS, PipelineError, outputs_exist, step_outputs
 
 # Variables of this process that a job should see too (speed knobs, offline flags).
@@ -60,6 +62,49 @@ def _wait(client, job_id: str, log) -> str:
     return status.value if hasattr(status, "value") else str(status)
 
 
+def _submit(client, *, retry_s: float = 90.0, **kwargs) -> str:
+    """Submit a job; a cluster that just started may not have its job agent up yet: retry."""
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except (RuntimeError, ConnectionError) as e:
+            if "No available agent" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+def _client(address: str, retry_s: float = 90.0):
+    """A Jobs API client; waits for a cluster that is still starting (dashboard not up yet)."""
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            return JobSubmissionClient(address)
+        except (ConnectionError, RuntimeError) as e:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no Ray dashboard (Jobs API) answers at {address}: {e}") from e
+            time.sleep(1.0)
+
+
+def _all_done(cfg: PlatformConfig, names: list[str], manifest: RunManifest) -> bool:
+    """Whether no step of a job group has work left (checked here, before submitting anything).
+
+    Serving is never judged from here (only the cluster knows whether the app runs); with the
+    test turn done there is nothing to serve for.
+    """
+    for name in names:
+        if name == "serve":
+            if "turn" not in names or not outputs_exist(cfg, "turn", manifest):
+                return False
+        elif name in TRAIN_STEPS and name not in cfg.train.stages:
+            continue
+        elif not outputs_exist(cfg, name, manifest):
+            return False
+    return True
+
+
 def run_steps_as_jobs(
     cfg: PlatformConfig,
     address: str,
@@ -67,11 +112,10 @@ def run_steps_as_jobs(
     *,
     log=print,
 ) -> RunManifest:
-    """Submit each step that has work to do as a Ray job on ``address``; returns the manifest."""
-    from ray.job_submission import JobSubmissionClient
-
+    """Submit each job group that has work to do as a Ray job on ``address``; returns the
+    manifest (each step's record names the Ray job that ran it)."""
     cfg = cluster_config(cfg)
-    client = JobSubmissionClient(address)
+    client = _client(address)
     ordered = [n for n in STEPS if n in names]
     manifest = RunManifest.load(cfg.run_dir)
     manifest.mode, manifest.address = "jobs", address
@@ -82,59 +126,57 @@ def run_steps_as_jobs(
     with tempfile.TemporaryDirectory(prefix="opens2s-job-") as staging:
         # The job's working dir holds only the config; the package is installed on the cluster.
         (Path(staging) / "platform.yaml").write_text(cfg.to_yaml())
-        for name in ordered:
-            skip_here = (
-                not stale
-                and name not in TRAIN_STEPS + ("serve",)
-                and outputs_exist(cfg, name, manifest)
+        for group, group_steps in JOB_GROUPS.items():
+            todo = [n for n in group_steps if n in ordered]
+            if not todo:
+                continue
+            if not stale and _all_done(cfg, todo, manifest):
+                for name in todo:
+                    outputs = step_outputs(cfg, name, manifest) if name != "serve" else None
+                    manifest.record(name, "skipped", outputs=outputs)
+                log(f"[{group}] skipped: outputs of {', '.join(todo)} already there")
+                continue
+            entrypoint = (
+                f"python -m opens2s.pipeline.job --config platform.yaml --only {','.join(todo)}"
             )
-            if skip_here:
-                manifest.record(name, "skipped", outputs=step_outputs(cfg, name, manifest))
-                log(f"[{name}] skipped: outputs already there")
-                continue
-            if name == "serve" and not stale and outputs_exist(cfg, "turn", manifest):
-                manifest.record(name, "skipped", detail={"reason": "the test turn is already done"})
-                log("[serve] skipped: the test turn is already done")
-                continue
-            entrypoint = f"python -m opens2s.pipeline.job --config platform.yaml --only {name}"
             if stale:
                 entrypoint += " --force"
-            job_id = client.submit_job(
+            job_id = _submit(
+                client,
                 entrypoint=entrypoint,
-                submission_id=f"opens2s-{name}-{uuid.uuid4().hex[:8]}",
+                submission_id=f"opens2s-{group}-{uuid.uuid4().hex[:8]}",
                 runtime_env={"working_dir": staging, "env_vars": env},
-                metadata={"opens2s_step": name, "run_dir": cfg.run_dir},
+                metadata={"opens2s_steps": ",".join(todo), "run_dir": cfg.run_dir},
             )
-            log(f"[{name}] submitted Ray job {job_id} to {address}")
+            log(f"[{group}] submitted Ray job {job_id} ({', '.join(todo)}) to {address}")
             t0 = time.perf_counter()
             status = _wait(client, job_id, log)
-            manifest = RunManifest.load(cfg.run_dir)  # the job wrote its step's record
+            manifest = RunManifest.load(cfg.run_dir)  # the job wrote its steps' records
             manifest.mode, manifest.address = "jobs", address
-            rec = manifest.steps[name]
+            for name in todo:
+                rec = manifest.steps[name]
+                if rec.status == "pending":  # the job stopped before this step
+                    continue
+                manifest.record(
+                    name,
+                    rec.status,
+                    seconds=rec.seconds,
+                    error=rec.error,
+                    ray_job_id=job_id,
+                )
+                stale = stale or rec.status == "done"
             if status != "SUCCEEDED":
                 info = client.get_job_info(job_id)
-                if rec.status not in ("failed", "missing"):
+                failed = [n for n in todo if manifest.steps[n].status in ("failed", "missing")]
+                if not failed:  # the job died before it could record anything
+                    failed = [next(n for n in todo if manifest.steps[n].status == "pending")]
                     manifest.record(
-                        name,
+                        failed[0],
                         "failed",
                         seconds=time.perf_counter() - t0,
                         error=f"Ray job {job_id} {status}: {info.message}",
                         ray_job_id=job_id,
                     )
-                else:
-                    manifest.record(
-                        name, rec.status, seconds=rec.seconds, error=rec.error, ray_job_id=job_id
-                    )
-                raise PipelineError(name, f"Ray job {job_id} ended {status}: {info.message}")
-            manifest.record(
-                name,
-                rec.status,
-                outputs=rec.outputs,
-                detail=rec.detail,
-                seconds=rec.seconds,
-                error=rec.error,
-                ray_job_id=job_id,
-            )
-            log(f"[{name}] Ray job {job_id} {status} ({rec.status})")
-            stale = stale or rec.status == "done"
+                raise PipelineError(failed[0], f"Ray job {job_id} ended {status}: {info.message}")
+            log(f"[{group}] Ray job {job_id} {status}")
     return manifest

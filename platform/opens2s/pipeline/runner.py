@@ -124,7 +124,8 @@ def run_steps(
             continue
         if not stale and outputs_exist(cfg, name, manifest):
             outs = step_outputs(cfg, name, manifest)
-            manifest.record(name, "skipped", outputs=outs)
+            detail = st.corpus_detail(cfg) if name == "corpus" else None
+            manifest.record(name, "skipped", outputs=outs, detail=detail)
             log(f"[{name}] skipped: outputs already there ({', '.join(outs.values())})")
             continue
         log(f"[{name}] running ...")

@@ -88,12 +88,31 @@ def corpus_outputs(cfg: PlatformConfig) -> dict[str, str]:
     return {"corpus": root, "summary": storage.join(root, CORPUS_SUMMARY)}
 
 
+_CORPUS_FACTS = (
+    "dialogues_planned",
+    "dialogues_written",
+    "dialogues_quarantined",
+    "shards",
+    "hours",
+    "per_emotion",
+    "drops_by_reason",
+)
+
+
+def corpus_detail(cfg: PlatformConfig) -> dict[str, Any]:
+    """The headline numbers of the corpus's ``summary.json`` (empty when there is none)."""
+    uri = corpus_outputs(cfg)["summary"]
+    if not storage.exists(uri):
+        return {}
+    summary = json.loads(storage.read_text(uri))
+    return {k: summary[k] for k in _CORPUS_FACTS if k in summary}
+
+
 def run_corpus(cfg: PlatformConfig, log: Log) -> StepResult:
     """Build the speech-dialogue corpus with Ray Data (finishes a partly built one)."""
     (build_corpus,) = _need("opens2s.data.pipeline", "build_corpus")
-    summary = build_corpus(cfg, log=log)
-    keep = ("dialogues", "kept", "quarantined", "hours", "per_emotion", "dropped_by_reason")
-    return StepResult(corpus_outputs(cfg), {k: summary[k] for k in keep if k in summary})
+    build_corpus(cfg, log=log)
+    return StepResult(corpus_outputs(cfg), corpus_detail(cfg))
 
 
 # ---- training -----------------------------------------------------------------------------------

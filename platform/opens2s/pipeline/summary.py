@@ -38,8 +38,9 @@ def format_summary(manifest: RunManifest) -> str:
     corpus = manifest.steps["corpus"].detail
     if corpus:
         lines.append(
-            f"corpus: {corpus.get('kept', '?')} dialogues kept, "
-            f"{corpus.get('quarantined', '?')} quarantined, {_fmt(corpus.get('hours'), '.4f')} h"
+            f"corpus: {corpus.get('dialogues_written', '?')} dialogues written, "
+            f"{corpus.get('dialogues_quarantined', '?')} quarantined, "
+            f"{_fmt(corpus.get('hours'), '.4f')} h of audio"
         )
     for stage in ("align", "finetune"):
         d = manifest.steps[stage].detail

@@ -1,0 +1,238 @@
+"""The whole pipeline on tiny settings: corpus, units, align + finetune, export, serve, one spoken
+turn. Interrupted after training, a rerun redoes neither corpus nor training. The same steps
+submitted as Ray jobs (Jobs API) to a ``ray start --head`` cluster give the same outputs, and a
+failing job stops the pipeline with its exit status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import free_port
+from opens2s.config import PlatformConfig, load_config
+from opens2s.pipeline.local import run_local
+from opens2s.pipeline.manifest import RunManifest
+from opens2s.pipeline.plan import JOB_GROUPS, STEPS, steps_between
+from opens2s.pipeline.ray_jobs import run_steps_as_jobs
+from opens2s.pipeline.runner import PipelineError, run_steps
+from opens2s.pipeline.summary import format_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH_STEPS = ("units", "corpus", "align", "finetune")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def tiny_pipeline_config(
+    run_dir: Path, serve_port: int, stages: tuple[str, ...] = ("align", "finetune")
+) -> PlatformConfig:
+    """tiny.yaml with a few dialogues and two steps per stage."""
+    return load_config(
+        ROOT / "jobs/configs/tiny.yaml",
+        {
+            "run_dir": str(run_dir),
+            "data.scenarios.num_dialogues": 4,
+            "data.units.fit_dialogues": 4,
+            "data.output.shard_size": 2,
+            "train.stages": list(stages),
+            "train.max_steps": 2,
+            "train.warmup_steps": 1,
+            "train.checkpoint_every": 2,
+            "train.num_workers": 1,  # a second worker costs a minute of start-up on 2 cores
+            "serve.port": serve_port,
+        },
+    )
+
+
+def _files(root: Path) -> dict[str, float]:
+    """Relative path → modification time of every file under root."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+class LocalRun:
+    """A pipeline run interrupted after training, then rerun to the end."""
+
+    def __init__(self, cfg: PlatformConfig) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir)
+        self.first = run_steps(cfg, steps_between(None, "finetune"))
+        self.before = {d: _files(self.run_dir / d) for d in ("corpus", "train")}
+        self.second = run_local(cfg)
+        self.after = {d: _files(self.run_dir / d) for d in ("corpus", "train")}
+
+
+@pytest.fixture(scope="module")
+def local_run(ray_local, tmp_path_factory) -> LocalRun:
+    return LocalRun(tiny_pipeline_config(tmp_path_factory.mktemp("local") / "run", free_port()))
+
+
+class RayHead:
+    """A ``ray start --head --block`` cluster on free ports, in its own process group, with token
+    auth off on both sides; stopped by killing that group (never a global ``ray stop``)."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="opens2s-rayhead-"))
+        self.dashboard_port = free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        ports = {
+            "--port": free_port(),
+            "--dashboard-port": self.dashboard_port,
+            "--dashboard-agent-listen-port": free_port(),
+            "--dashboard-agent-grpc-port": free_port(),
+            "--runtime-env-agent-port": free_port(),
+            "--metrics-export-port": free_port(),
+            "--node-manager-port": free_port(),
+            "--object-manager-port": free_port(),
+            "--ray-client-server-port": free_port(),
+        }
+        args = [a for k, v in ports.items() for a in (k, str(v))]
+        env = dict(os.environ, RAY_AUTH_MODE="disabled")
+        ray = str(Path(sys.executable).parent / "ray")
+        self.proc = subprocess.Popen(
+            [ray, "start", "--head", "--block", "--num-cpus", "8", "--include-dashboard", "true"]
+            + ["--dashboard-host", "127.0.0.1", "--temp-dir", str(self.dir / "ray"), *args]
+            + ["--disable-usage-stats"],
+            cwd=self.dir,  # a job's driver must not see a directory named "ray" in its cwd
+            env=env,
+            stdout=open(self.dir / "ray-start.log", "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    old = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # the Jobs API client side
+    head = RayHead()
+    yield head
+    head.stop()
+    if old is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = old
+
+
+def test_interrupted_after_training_a_rerun_redoes_neither_corpus_nor_training(local_run) -> None:
+    first, second = local_run.first, local_run.second
+    assert [first.steps[s].status for s in BATCH_STEPS] == ["done"] * 4
+    assert [first.steps[s].status for s in ("export", "serve", "turn")] == ["pending"] * 3
+    assert [second.steps[s].status for s in BATCH_STEPS] == ["skipped"] * 4
+    assert [second.steps[s].status for s in ("export", "serve", "turn")] == ["done"] * 3
+    # Nothing under corpus/ or train/ was rewritten by the rerun.
+    for d in ("corpus", "train"):
+        assert local_run.after[d] == local_run.before[d], d
+    assert (
+        second.steps["finetune"].outputs["checkpoint"]
+        == first.steps["finetune"].outputs["checkpoint"]
+    )
+
+
+def test_pipeline_leaves_corpus_summary_loss_plot_model_answer_wav_and_ttfa(local_run) -> None:
+    m = RunManifest.load(local_run.cfg.run_dir)
+    assert json.loads(Path(m.steps["corpus"].outputs["summary"]).read_text())
+    for stage in ("align", "finetune"):
+        assert Path(m.steps[stage].outputs["loss_plot"]).stat().st_size > 0
+    assert (Path(m.steps["export"].outputs["model"]) / "config.json").is_file()
+    wave, sr = sf.read(m.steps["turn"].outputs["answer"])
+    assert sr > 0 and len(wave) > 0 and np.abs(wave).max() > 0
+    result = json.loads(Path(m.steps["turn"].outputs["result"]).read_text())
+    assert result["ttfa_ms"] > 0 and result["reference_text"]
+    assert result == {**result, **m.steps["turn"].detail}
+    summary = format_summary(m)
+    assert f"TTFA {result['ttfa_ms']:.0f} ms" in summary
+    if result.get("transcript") is not None:
+        assert repr(result["transcript"]) in summary
+        assert 0.0 <= result["wer_speech"]
+    for step in ("corpus", "export", "turn"):
+        for uri in m.steps[step].outputs.values():
+            assert uri in summary, (step, uri)
+
+
+def test_address_run_through_the_jobs_api_gives_the_same_outputs(local_run, ray_head, tmp_path):
+    # Only the finetune stage here: align-then-finetune is the local run's business, and a
+    # training stage costs a minute on 2 shared cores.
+    cfg = tiny_pipeline_config(tmp_path / "run", free_port(), stages=("finetune",))
+    manifest = run_steps_as_jobs(cfg, ray_head.address, log=print)
+    assert manifest.mode == "jobs"
+    expected = {s: "done" for s in STEPS} | {"align": "skipped"}
+    assert {s: manifest.steps[s].status for s in STEPS} == expected
+    # One Ray job per group (corpus, train, serve), each step's record naming its group's job.
+    jobs = {
+        group: {manifest.steps[s].ray_job_id for s in steps} for group, steps in JOB_GROUPS.items()
+    }
+    assert all(len(ids) == 1 and None not in ids for ids in jobs.values()), jobs
+    assert len(set.union(*jobs.values())) == 3
+
+    here, there = Path(local_run.cfg.run_dir), Path(cfg.run_dir)
+    # The same corpus: the same dialogues, texts and audio (byte for byte), the same number of
+    # speech units per turn. The unit ids themselves differ: the data part fits k-means on
+    # assistant waves in the order Ray Data delivers them, which varies from run to run.
+    assert _records_without_unit_ids(there) == _records_without_unit_ids(here)
+    assert _digests(there / "corpus/audio") == _digests(here / "corpus/audio")
+    # The same training and export outputs.
+    local = RunManifest.load(local_run.cfg.run_dir)
+    assert manifest.steps["finetune"].detail["steps"] == local.steps["finetune"].detail["steps"]
+    assert (there / "train/finetune/loss.png").is_file()
+    assert set(_files(there / "model")) == set(_files(here / "model"))
+    # The same spoken turn: the same question and trained answer; an answer with audio and TTFA.
+    mine = json.loads((there / "turn/answer.json").read_text())
+    theirs = json.loads((here / "turn/answer.json").read_text())
+    assert (mine["record_id"], mine["reference_text"]) == (
+        theirs["record_id"],
+        theirs["reference_text"],
+    )
+    assert mine["ttfa_ms"] > 0 and mine["answer_seconds"] > 0
+    assert (
+        sf.read(there / "turn/question.wav")[0].tolist()
+        == sf.read(here / "turn/question.wav")[0].tolist()
+    )
+
+
+def _records_without_unit_ids(run: Path) -> dict[str, dict]:
+    """Corpus records by id, each speech-unit string replaced by its number of units."""
+    out = {}
+    for shard in sorted((run / "corpus/shards").glob("*.jsonl")):
+        for line in shard.read_text().splitlines():
+            rec = json.loads(line)
+            for msg in rec["messages"]:
+                for item in msg["content"]:
+                    item["speech_units"] = item["speech_units"].count("<|audio_")
+            out[rec["id"]] = rec
+    return out
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_failing_job_stops_the_pipeline_with_its_exit_status(ray_head, tmp_path) -> None:
+    cfg = tiny_pipeline_config(tmp_path / "empty-run", free_port())
+    with pytest.raises(PipelineError, match="FAILED") as e:
+        run_steps_as_jobs(cfg, ray_head.address, ["export", "serve"], log=print)
+    assert e.value.step == "export"
+    rec = RunManifest.load(cfg.run_dir).steps["export"]
+    assert rec.status == "failed" and rec.ray_job_id
+    assert "checkpoint" in rec.error
+    assert RunManifest.load(cfg.run_dir).steps["serve"].status == "pending"
