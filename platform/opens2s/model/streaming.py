@@ -136,6 +136,10 @@ class StreamingDecoder:
 
     def __init__(self, model: OpenS2SModel, tokenizer: PreTrainedTokenizerBase) -> None:
         self.model = model.eval()
+        for lm in (model.llm_model, model.tts_lm_model):
+            # decode_step keeps its path choice on the module: a new decoder re-checks it (e.g.
+            # after LoRA layers were injected or merged).
+            lm.__dict__.pop("_opens2s_lean", None)
         self.tokenizer = tokenizer
         self.config = model.config
         self.text_span = model.config.text_span
