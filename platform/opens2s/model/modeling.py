@@ -327,7 +327,8 @@ class OpenS2SModel(PreTrainedModel):
         n_units = speech_units_mask.sum(-1).tolist()
         for s, ((b, start), (_, end)) in enumerate(zip(starts, ends, strict=True)):
             pieces, labels = [spk[s]], [speech_units.new_full((1,), IGNORE_INDEX)]
-            for kind, i, j in interleave_layout(end - start, n_units[s], *self._spans()):
+            layout = interleave_layout(end - start, n_units[s], self.text_span, self.speech_span)
+            for kind, i, j in layout:
                 if kind == "h":
                     pieces.append(h[b, start + i : start + j])
                     labels.append(speech_units.new_full((j - i,), IGNORE_INDEX))
@@ -345,9 +346,6 @@ class OpenS2SModel(PreTrainedModel):
             mask[i, : r.shape[0]] = 1
             labels[i, : r.shape[0]] = lab
         return embeds, mask, labels
-
-    def _spans(self) -> tuple[int, int]:
-        return self.text_span, self.speech_span
 
     # ---------------------------------------------------------------- forward
     def forward(
