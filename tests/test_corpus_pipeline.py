@@ -103,6 +103,9 @@ def test_50_dialogues_end_to_end_are_readable_by_the_record_loader(corpus_50) ->
             1 for m in record.messages if m.role == "user"
         )
         assert batch["speech_units"].shape[0] >= 1
+        # Every assistant item points at the assistant voice's embedding (not the zero default).
+        assert batch["spk_embs"].shape[1] == config.spk_emb_dim
+        assert float(abs(batch["spk_embs"]).sum()) > 0
 
     out = CliRunner().invoke(_cli(), ["corpus", "stats", corpus])
     assert out.exit_code == 0, out.output

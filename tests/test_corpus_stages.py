@@ -130,3 +130,15 @@ def test_scenario_settings_name_the_empty_or_unknown_list(bad_field: str) -> Non
             _settings(emotions=[])
         else:
             _settings(situations=["nowhere"])
+
+
+def test_asr_filter_keeps_speech_that_matches_its_script_and_drops_speech_that_does_not() -> None:
+    s = _settings(num_dialogues=2, max_exchanges=1)
+    samples = write_template_scripts(make_scenarios([0, 1], s, 10), s)
+    for x in samples:
+        x.scenario.emotion, x.scenario.intensity = "neutral", 0.5
+    samples = TurnRenderer(AUDIO)(samples)
+    samples[1].turns[1].text = "Purple elephants juggle seventeen violins beneath frozen lakes."
+    out = AudioFilter(FilterSettings(max_wer=0.5), AUDIO)(samples)
+    assert out[0].ok and 0 <= out[0].checks["wer_max"] <= 0.5
+    assert out[1].dropped_stage == "filters" and out[1].dropped_reason.startswith("asr_wer:")

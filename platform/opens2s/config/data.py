@@ -117,6 +117,9 @@ class OutputSettings(_Stage):
     """Corpus root (local path or s3://); None = <run_dir>/corpus."""
     shard_size: int = Field(10, gt=0)
     """Dialogues per shard (the unit of resumption: a finished shard is never redone)."""
+    speaker_embedding: bool = True
+    """Embed the assistant voice once (audio.speaker_encoder) into spk/assistant.npy and point
+    every assistant item's spk_emb at it; False leaves spk_emb empty (the model uses zeros)."""
 
 
 class DataSection(BaseModel):

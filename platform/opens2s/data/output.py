@@ -7,6 +7,7 @@ Layout under the corpus root (local path or s3://)::
     parts/manifest/shard-00000.parquet, parts/quarantine/shard-00000.jsonl   per-shard parts
     manifest.parquet, quarantine.jsonl, summary.json    merged at the end of every run
     units/tokenizer.npz             the unit tokenizer that made speech_units
+    spk/assistant.npy               the assistant voice's speaker embedding (records point to it)
 
 A shard is committed by writing its JSONL last, after its audio and its parts: a shard whose JSONL
 exists is complete, and a rerun skips it. Everything else is rewritten identically on a rerun
@@ -36,6 +37,7 @@ MANIFEST = "manifest.parquet"
 QUARANTINE = "quarantine.jsonl"
 SUMMARY = "summary.json"
 UNIT_TOKENIZER = "units/tokenizer.npz"
+ASSISTANT_EMBEDDING = "spk/assistant.npy"
 BUILD_CONFIG = "build_config.json"
 
 

@@ -27,7 +27,11 @@ from opens2s.data import output, scenarios, summary
 from opens2s.data.filters import AudioFilter
 from opens2s.data.render import TurnRenderer
 from opens2s.data.sample import Sample, batch_to_samples, sample_id, samples_to_batch
-from opens2s.data.speech_units import AssistantUnitEncoder, fit_unit_tokenizer
+from opens2s.data.speech_units import (
+    AssistantUnitEncoder,
+    embed_assistant_voice,
+    fit_unit_tokenizer,
+)
 from opens2s.data.validation import validate_scripts
 from opens2s.data.writer_template import write_template_scripts
 
@@ -227,6 +231,7 @@ def _content_settings(cfg: PlatformConfig) -> dict[str, Any]:
         "filters": d.filters.model_dump(),
         "audio_format": d.render.audio_format,
         "shard_size": d.output.shard_size,
+        "speaker_embedding": d.output.speaker_embedding,
         "units": d.units.model_dump(exclude={"fit_dialogues"}),
         "audio": cfg.audio.model_dump(),
     }
@@ -318,12 +323,27 @@ def ensure_unit_tokenizer(cfg: PlatformConfig, scen, root: str, log: Log) -> str
     return target
 
 
+def ensure_assistant_embedding(cfg: PlatformConfig, root: str, log: Log) -> str:
+    """``spk/assistant.npy`` (relative to the corpus root), made once in a Ray task; "" when
+    ``data.output.speaker_embedding`` is off."""
+    import ray
+
+    if not cfg.data.output.speaker_embedding:
+        return ""
+    target = storage.join(root, output.ASSISTANT_EMBEDDING)
+    if not storage.exists(target):
+        ray.get(ray.remote(num_cpus=1)(embed_assistant_voice).remote(cfg.audio, target))
+        log(f"[corpus] assistant speaker embedding -> {target}")
+    return output.ASSISTANT_EMBEDDING
+
+
 def commit_shards(
     samples: Iterable[Sample],
     root: str,
     expected: dict[int, list[int]],
     scen,
     log: Log = print,
+    assistant_spk_emb: str = "",
 ) -> None:
     """Gather finished samples per shard and commit each shard as soon as all of its samples
     (``expected``: shard -> sample indices) are back; at the end, shards missing samples (their
@@ -337,7 +357,7 @@ def commit_shards(
             continue
         shard[sample.id] = sample
         if len(shard) == len(expected[sample.shard]):
-            output.write_shard(root, sample.shard, list(shard.values()))
+            output.write_shard(root, sample.shard, list(shard.values()), assistant_spk_emb)
             committed += 1
             kept = sum(s.ok for s in shard.values())
             log(
@@ -357,7 +377,7 @@ def commit_shards(
                 sample.drop("worker", "lost: the Ray worker processing it failed (crash or OOM)")
                 got[sid] = sample
                 lost += 1
-        output.write_shard(root, shard_no, list(got.values()))
+        output.write_shard(root, shard_no, list(got.values()), assistant_spk_emb)
         log(f"[corpus] shard {shard_no:05d} committed with {lost} lost samples quarantined")
 
 
@@ -389,6 +409,7 @@ def build_corpus(cfg: PlatformConfig, *, log: Log = print) -> dict[str, Any]:
         _init_ray()
         configure_ray_data(d)
         tokenizer_uri = ensure_unit_tokenizer(cfg, scen, root, log)
+        spk_emb = ensure_assistant_embedding(cfg, root, log)
         expected: dict[int, list[int]] = {
             s: list(range(s * size, min((s + 1) * size, total))) for s in pending
         }
@@ -409,7 +430,7 @@ def build_corpus(cfg: PlatformConfig, *, log: Log = print) -> dict[str, Any]:
             d.cpus_per_worker,
             d.worker_retries,
         )
-        commit_shards(_samples_of(ds), root, expected, scen, log)
+        commit_shards(_samples_of(ds), root, expected, scen, log, spk_emb)
     manifest, quarantine = output.merge_parts(root)
     result = summary.summarize(
         root,

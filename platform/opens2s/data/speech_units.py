@@ -72,3 +72,33 @@ class AssistantUnitEncoder:
             except Exception as e:
                 s.drop(STAGE, f"unit encoding failed: {type(e).__name__}: {e}")
         return samples
+
+
+ASSISTANT_EMBEDDING_TEXTS = (
+    "I am here with you, and I am listening.",
+    "That sounds really hard. Let us take it one step at a time.",
+    "Congratulations, that is wonderful news! How do you feel about it?",
+)
+
+
+def embed_assistant_voice(audio: AudioSection, target_uri: str) -> str:
+    """Render a few sentences in the assistant voice, embed them with the speaker encoder and
+    store the embedding (float32 .npy) at ``target_uri``; returns the URI."""
+    import io
+
+    from opens2s.audio.io import resample
+    from opens2s.audio.speaker import SpeakerEncoder
+    from opens2s.audio.tts import build_tts
+
+    tts = build_tts(audio)
+    waves = []
+    for text in ASSISTANT_EMBEDDING_TEXTS:
+        wave, sr = tts.synthesize(text, audio.assistant_speaker)
+        waves.append(resample(np.asarray(wave, np.float32), sr, audio.sample_rate))
+    embedding = SpeakerEncoder(audio.speaker_encoder).embed(
+        np.concatenate(waves), audio.sample_rate
+    )
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(embedding, dtype=np.float32))
+    storage.write_bytes(target_uri, buf.getvalue())
+    return target_uri
