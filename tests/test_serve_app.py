@@ -218,6 +218,48 @@ def test_four_concurrent_sessions_complete_while_another_client_misbehaves(
         assert_valid_answer(reply)
 
 
+def test_speaking_during_an_answer_cancels_it_and_the_new_turn_is_answered(
+    server: Server, utterance
+) -> None:
+    async def barge_in() -> tuple[list[dict], list[dict]]:
+        async with websockets.connect(server.ws, max_size=None) as ws:
+            await receive_until(ws, {"session.created"})
+            await ws.send(json.dumps({"type": "session.update", "session": {"max_units": 2000}}))
+            await receive_until(ws, {"session.updated"})
+            await send_audio(ws, utterance)
+            first = await receive_until(ws, {"response.audio.delta"})
+            await send_audio(ws, utterance)  # the user talks over the answer
+            rest = await receive_until(ws, {"input.speech_stopped"})
+            rest += await receive_until(ws, {"response.done"})  # the interrupted answer's end
+            while not (rest[-1]["type"] == "response.done" and rest[-1]["status"] != "cancelled"):
+                rest += await receive_until(ws, {"response.done"})
+            return first, rest
+
+    first, rest = asyncio.run(barge_in())
+    first_id = next(e["response_id"] for e in first if e["type"] == "response.created")
+    cancelled = [e for e in rest if e["type"] == "response.done" and e["status"] == "cancelled"]
+    assert [e["response_id"] for e in cancelled] == [first_id]
+    types = [e["type"] for e in rest]
+    assert types.index("input.speech_started") < types.index("response.done")
+    assert rest[-1]["status"] == "completed" and rest[-1]["response_id"] != first_id
+
+
+def test_prometheus_metrics_carry_ttfa_and_sessions(server: Server, utterance) -> None:
+    import ray
+
+    assert post_speech(server.base, wav_bytes(utterance), token=TOKEN)[0] == 200
+    assert post_speech(server.base, b"junk", token=TOKEN)[0] == 400
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    text = ""
+    # Ray's metrics agent exports what replicas recorded every few seconds.
+    while "opens2s_ttfa_seconds_bucket{" not in text or 'code="bad_audio"' not in text:
+        time.sleep(1.0)
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert 'route="http"' in text and "opens2s_rtf_bucket" in text
+    assert "opens2s_active_sessions" in text and 'status="completed"' in text
+    assert "ray_serve_num_http_requests" in text or "serve_num_http_requests" in text
+
+
 def test_model_deployment_scales_to_two_replicas_under_load_and_back_to_one(
     server: Server, utterance
 ) -> None:

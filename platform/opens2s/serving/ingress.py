@@ -349,9 +349,9 @@ class Ingress:
                 await link.send(error_event(e.code, e.message))
                 continue
             for ev in events:
-                if ev["type"] == "input.speech_started" and link.responding:
-                    await link.cancel_response()  # barge-in
                 await link.send(ev)
+                if ev["type"] == "input.speech_started" and link.responding:
+                    await link.cancel_response()  # barge-in: the user talks over the answer
             if turn is not None:
                 await self._start_response(link, session, turn)
 

@@ -38,6 +38,7 @@ class ServingMetrics:
             "opens2s_responses", description="Responses finished, by status.", tag_keys=("status",)
         )
         self.stats = {"sessions": 0, "responses": 0, "errors": 0, "last_ttfa_ms": None}
+        self.sessions(0)  # exported from the start, not only after the first session
 
     def response_done(
         self, route: str, status: str, ttfa_s: float | None, rtf: float | None
