@@ -58,6 +58,7 @@ def _record(audio="ok.wav", units="<|audio_1|><|audio_2|>", text="I hear you.", 
     ids=["no-messages", "bad-role", "no-assistant", "unparsable-units", "unit-out-of-range"],
 )
 def test_parse_record_rejects(obj, error, field):
+    """Each schema problem is reported with the record id and the field at fault."""
     with pytest.raises(error) as info:
         parse_record(obj, unit_vocab_size=1024)
     assert info.value.record_id == "r1" and field in info.value.field
@@ -114,3 +115,8 @@ def test_max_text_tokens_comes_from_the_model_section(corpus):
     tight = RecordEncoder(encoder.tokenizer, model.config, root, ModelSection(max_text_tokens=16))
     with pytest.raises(TooLongError):
         tight.encode(parse_record(_record()))
+
+
+def test_a_record_that_is_not_an_object_is_a_schema_error():
+    with pytest.raises(SchemaError, match="expected a JSON object, got list"):
+        parse_record([1, 2], record_id="line-7")

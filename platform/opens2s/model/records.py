@@ -114,7 +114,9 @@ def parse_record(
     obj: dict[str, Any], *, record_id: str | None = None, unit_vocab_size: int | None = None
 ) -> Record:
     """Check an OpenS2S record dict and parse its units (ids must be < ``unit_vocab_size``)."""
-    rid = str(record_id if record_id is not None else (obj or {}).get("id", "?"))
+    if record_id is None:
+        record_id = obj.get("id", "?") if isinstance(obj, dict) else "?"
+    rid = str(record_id)
     if not isinstance(obj, dict):
         raise SchemaError(rid, "record", f"expected a JSON object, got {type(obj).__name__}")
     messages = obj.get("messages")
