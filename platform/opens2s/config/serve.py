@@ -26,7 +26,9 @@ class AutoscalingSection(BaseModel):
     """Responses decoding at once per replica above which Serve adds a replica."""
     upscale_delay_s: float = Field(3.0, ge=0)
     downscale_delay_s: float = Field(30.0, ge=0)
-    look_back_period_s: float = Field(3.0, gt=0)
+    look_back_period_s: float = Field(12.0, gt=0)
+    """Window the ongoing-request average is taken over (Serve wants it above its 10 s
+    metrics interval)."""
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSection:

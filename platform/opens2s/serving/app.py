@@ -15,18 +15,13 @@ from ray.serve import Application
 from opens2s.config import PlatformConfig, load_config
 
 
-def build_app(cfg: PlatformConfig) -> Application:
-    """The bound application for ``serve.run``: an ingress bound to an autoscaling model deployment."""
-    from opens2s.serving.ingress import Ingress
-    from opens2s.serving.model_deployment import S2SModel
-
-    s = cfg.serve
-    raw = cfg.model_dump(mode="json")
-    a = s.autoscaling
-    model = S2SModel.options(
-        ray_actor_options={"num_cpus": s.model_num_cpus, "num_gpus": s.model_num_gpus},
-        max_ongoing_requests=s.limits.max_sessions_per_replica,
-        autoscaling_config={
+def model_deployment_options(cfg: PlatformConfig) -> dict[str, Any]:
+    """Serve options of the model deployment: resources, autoscaling, sessions per replica."""
+    s, a = cfg.serve, cfg.serve.autoscaling
+    return {
+        "ray_actor_options": {"num_cpus": s.model_num_cpus, "num_gpus": s.model_num_gpus},
+        "max_ongoing_requests": s.limits.max_sessions_per_replica,
+        "autoscaling_config": {
             "min_replicas": a.min_replicas,
             "initial_replicas": max(a.min_replicas, 1),
             "max_replicas": a.max_replicas,
@@ -35,16 +30,30 @@ def build_app(cfg: PlatformConfig) -> Application:
             "downscale_delay_s": a.downscale_delay_s,
             "look_back_period_s": a.look_back_period_s,
         },
-        health_check_period_s=2.0,
-        graceful_shutdown_timeout_s=2.0,
-    ).bind(raw)
-    ingress = Ingress.options(
-        num_replicas=s.ingress_replicas,
-        ray_actor_options={"num_cpus": s.ingress_num_cpus},
+        "health_check_period_s": 2.0,
+        "graceful_shutdown_timeout_s": 2.0,
+    }
+
+
+def ingress_options(cfg: PlatformConfig) -> dict[str, Any]:
+    """Serve options of the ingress deployment."""
+    s = cfg.serve
+    return {
+        "num_replicas": s.ingress_replicas,
+        "ray_actor_options": {"num_cpus": s.ingress_num_cpus},
         # WebSocket sessions and NDJSON streams are long-lived requests.
-        max_ongoing_requests=max(100, 4 * s.limits.max_sessions_per_replica),
-    ).bind(model, raw)
-    return ingress
+        "max_ongoing_requests": max(100, 4 * s.limits.max_sessions_per_replica),
+    }
+
+
+def build_app(cfg: PlatformConfig) -> Application:
+    """The bound application for ``serve.run``: an ingress bound to an autoscaling model deployment."""
+    from opens2s.serving.ingress import Ingress
+    from opens2s.serving.model_deployment import S2SModel
+
+    raw = cfg.model_dump(mode="json")
+    model = S2SModel.options(**model_deployment_options(cfg)).bind(raw)
+    return Ingress.options(**ingress_options(cfg)).bind(model, raw)
 
 
 def serve_app_args(cfg: PlatformConfig) -> dict[str, Any]:
