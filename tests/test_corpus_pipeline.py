@@ -229,3 +229,25 @@ def test_llm_writer_garbage_is_quarantined_with_reasons_and_the_job_finishes(
     assert all(r["stage"] == "writer" and r["attempts"] == 2 for r in rows)
     assert all("after 2 attempts; last answer:" in r["reason"] for r in rows)
     assert output.completed_shards(corpus) == {0, 1}
+
+
+@pytest.mark.timeout(300)
+def test_cli_build_with_overrides_then_stats(ray_local, tmp_path, unit_tokenizer) -> None:
+    corpus = tmp_path / "corpus"
+    config = write_config(tmp_path / "c.yaml", str(tmp_path / "unused"), workers=1)
+    args = ["corpus", "build", "--config", str(config), "--output", str(corpus)]
+    args += [
+        "--set",
+        "data.scenarios.num_dialogues=3",
+        "--set",
+        f"data.units.tokenizer_path={unit_tokenizer}",
+    ]
+    out = CliRunner().invoke(_cli(), args)
+    assert out.exit_code == 0, out.output
+    assert "shard 00000 committed" in out.output and "3 planned" in out.output
+    stats = CliRunner().invoke(_cli(), ["corpus", "stats", str(corpus), "--json"])
+    summary = json.loads(stats.output)
+    assert summary["dialogues_written"] + summary["dialogues_quarantined"] == 3
+    assert not (tmp_path / "unused").exists()
+    bad = CliRunner().invoke(_cli(), ["corpus", "stats", str(tmp_path / "nothing")])
+    assert bad.exit_code != 0 and "summary.json" in bad.output
