@@ -72,3 +72,8 @@ def test_chat_rejects_a_file_that_is_not_audio(tmp_path):
     args = ["model", "chat", "--audio", str(tmp_path / "in.wav"), "--out", str(tmp_path / "o.wav")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0 and "in.wav" in result.output
+
+
+def test_info_names_a_checkpoint_that_is_not_a_model_directory(tmp_path):
+    result = CliRunner().invoke(app, ["model", "info", "--checkpoint", str(tmp_path / "nope")])
+    assert result.exit_code != 0 and "config.json" in result.output

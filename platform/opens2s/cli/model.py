@@ -20,7 +20,10 @@ def info(
     from opens2s.model import PRESETS, build_model, load_model
 
     if checkpoint is not None:
-        model, _ = load_model(checkpoint)
+        try:
+            model, _ = load_model(checkpoint)
+        except (OSError, ValueError) as e:
+            raise typer.BadParameter(f"--checkpoint {checkpoint}: {e}") from e
         source = str(checkpoint)
     else:
         if preset not in PRESETS:
@@ -79,13 +82,19 @@ def chat(
     except AudioError as e:
         raise typer.BadParameter(f"--audio: {e}") from e
     if checkpoint is not None:
-        model, tokenizer = load_model(checkpoint)
+        try:
+            model, tokenizer = load_model(checkpoint)
+        except (OSError, ValueError) as e:
+            raise typer.BadParameter(f"--checkpoint {checkpoint}: {e}") from e
     elif preset == "tiny":
         model, tokenizer = build_model("tiny"), build_tokenizer("tiny")
     else:
         raise typer.BadParameter(f"--preset {preset!r} needs --checkpoint (no bundled weights)")
     spk = np.load(speaker_embedding) if speaker_embedding is not None else None
-    sampling = SamplingParams(temperature, top_p, seed, max_text_tokens, max_units)
+    try:
+        sampling = SamplingParams(temperature, top_p, seed, max_text_tokens, max_units)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
     decoder = StreamingDecoder(model, tokenizer)
 
     t0 = time.perf_counter()

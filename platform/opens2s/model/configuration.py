@@ -78,3 +78,7 @@ def parse_interleave_strategy(strategy: str) -> tuple[int, int]:
             "e.g. '4:8'"
         )
     return int(parts[0]), int(parts[1])
+
+
+# Lets AutoConfig (and tokenizer loading, which reads config.json) resolve "omnispeech".
+AutoConfig.register(OpenS2SConfig.model_type, OpenS2SConfig, exist_ok=True)
