@@ -228,3 +228,13 @@ def test_learned_unit_decoder_beats_centroids_round_trips_and_streams(tmp_path: 
     np.testing.assert_array_equal(_stream(voc, units, 6)[0], one)
     offline = voc.decode(units)
     assert np.abs(speech_mel(offline, tok.spec) - speech_mel(one, tok.spec)).mean() <= 0.25
+
+
+def test_config_decoder_steps_trains_the_decoder_inside_fit(waves):
+    from opens2s.audio.units import build_unit_tokenizer
+    from opens2s.config.audio import AudioSection
+
+    cfg = AudioSection(codebook_size=16, unit_rate=12.5, unit_decoder_steps=5)
+    tok = build_unit_tokenizer(cfg).fit(iter(waves), passes=1)
+    assert tok.decoder is not None and tok.unit_rate == 12.5
+    assert build_unit_tokenizer(AudioSection(codebook_size=16)).fit(waves, passes=1).decoder is None

@@ -117,6 +117,6 @@ def train_decoder(
         sched.step()
         if progress and (step + 1) % max(1, steps // 10) == 0:
             progress(
-                f"unit decoder step {step + 1}/{steps}: L1 {float(loss):.3f} ({time.monotonic() - t0:.0f} s)"
+                f"unit decoder step {step + 1}/{steps}: L1 {float(loss.detach()):.3f} ({time.monotonic() - t0:.0f} s)"
             )
     return dec.eval()

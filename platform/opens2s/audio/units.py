@@ -89,8 +89,12 @@ class MelKMeansUnits:
         codebook_size: int | None = None,
         unit_rate: float | None = None,
         spec: SpeechMelSpec | None = None,
+        decoder_steps: int | None = None,
     ) -> None:
         self.codebook_size = int(codebook_size or _DEFAULTS.codebook_size)
+        self.decoder_steps = (
+            _DEFAULTS.unit_decoder_steps if decoder_steps is None else decoder_steps
+        )
         self.unit_rate = float(unit_rate or _DEFAULTS.unit_rate)
         self.spec = spec or SpeechMelSpec(n_mels=_DEFAULTS.unit_n_mels)
         if self.codebook_size < 2:
@@ -220,8 +224,11 @@ class MelKMeansUnits:
         Features are written once to a float16 scratch file; then ``passes`` Lloyd passes read it
         in batches of ``batch_units`` vectors (memory: one batch plus K x D sums). Centroids start
         from k-means++ on a sample; units left empty in a pass are re-seeded from the vectors
-        that are worst represented. Returns self.
+        that are worst represented. With ``decoder_steps`` > 0 the learned unit -> mel decoder
+        is trained afterwards on the same audio. Returns self.
         """
+        if self.decoder_steps > 0:
+            sources = list(sources)  # read twice: k-means, then the decoder
         passes = passes or _DEFAULTS.kmeans_passes
         batch_units = batch_units or _DEFAULTS.kmeans_batch_frames
         rng = np.random.default_rng(seed)
@@ -290,6 +297,8 @@ class MelKMeansUnits:
             "inertia_per_vector": inertia,
             "fit_seconds": time.monotonic() - t0,
         }
+        if self.decoder_steps > 0:
+            self.fit_decoder(sources, steps=self.decoder_steps, seed=seed, progress=progress)
         return self
 
     def _normed(self, x: np.ndarray) -> np.ndarray:
@@ -511,4 +520,9 @@ def build_unit_tokenizer(cfg: AudioSection | None = None) -> UnitTokenizer:
                 "audio.glm4voice_tokenizer_path", "unit_tokenizer is glm4voice but no path is set"
             )
         return GLM4VoiceTokenizer(cfg.glm4voice_tokenizer_path)
-    return MelKMeansUnits(cfg.codebook_size, cfg.unit_rate, SpeechMelSpec(n_mels=cfg.unit_n_mels))
+    return MelKMeansUnits(
+        cfg.codebook_size,
+        cfg.unit_rate,
+        SpeechMelSpec(n_mels=cfg.unit_n_mels),
+        decoder_steps=cfg.unit_decoder_steps,
+    )
