@@ -54,10 +54,14 @@ def test_streaming_equals_reference(decoder, sampling):
     assert len(units) > 0
 
 
-def test_batched_sessions_of_different_lengths_equal_each_alone(decoder):
+@pytest.mark.parametrize("temperature", [0.0, 0.9], ids=["greedy", "sampled"])
+def test_batched_sessions_of_different_lengths_equal_each_alone(decoder, temperature):
     waves = [_wave(s, 1.0 + 1.3 * s) for s in range(3)]
     params = [
-        SamplingParams(seed=s, max_text_tokens=6 + 4 * s, max_units=20 + 9 * s) for s in range(3)
+        SamplingParams(
+            temperature=temperature, seed=s, max_text_tokens=6 + 4 * s, max_units=20 + 9 * s
+        )
+        for s in range(3)
     ]
     alone = [_run_alone(decoder, w, p) for w, p in zip(waves, params, strict=True)]
     states = [decoder.start(w, sampling=p) for w, p in zip(waves, params, strict=True)]
