@@ -45,6 +45,7 @@ class _Active:
     queue: asyncio.Queue
     blocks: VocoderBlocks
     t_arrived: float
+    t_prefilled: float | None = None
     state: Any = None
     vocoder: Any = None
     vstream: Any = None
@@ -115,7 +116,9 @@ class BatchedDecodeLoop:
         loop = asyncio.get_running_loop()
         while self._pending or self._active:
             self._active = [a for a in self._active if not a.cancelled]
-            room = self.max_batch - len(self._active)
+            # One prefill per iteration: sessions already talking get a step between two
+            # prefills instead of stalling while a crowd of new turns is prefilled.
+            room = min(1, self.max_batch - len(self._active))
             admit, self._pending = self._pending[:room], self._pending[room:]
             for entry in admit:
                 if entry.cancelled:
@@ -159,6 +162,7 @@ class BatchedDecodeLoop:
 
     def _prefill(self, entry: _Active) -> Any:
         state = self._start(entry.req)
+        entry.t_prefilled = time.perf_counter()
         entry.vocoder = self._vocoder_for(entry.blocks)
         entry.vstream = entry.vocoder.stream()
         return state
@@ -216,6 +220,7 @@ class BatchedDecodeLoop:
             units=entry.units,
             audio_seconds=round(audio_s, 4),
             model_ttfa_ms=None if ttfa is None else round(ttfa * 1000, 2),
+            prefill_ms=round((entry.t_prefilled - entry.t_arrived) * 1000, 2),
             rtf=None if audio_s == 0 else round(elapsed / audio_s, 4),
             schedule=entry.blocks.schedule,
         )

@@ -310,7 +310,14 @@ class Ingress:
         )
         rate = RateLimiter(self.limits.max_messages_per_second)
         t_open = time.monotonic()
-        info = await self.model.info.remote()
+        try:
+            info = await self.model.info.remote()
+        except Exception as e:  # no model replica can take the session now
+            self.metrics.error("model_unavailable")
+            await link.send(
+                error_event("model_unavailable", f"no model replica answers: {e}"[:300])
+            )
+            return
         await link.send(
             event(
                 "session.created",
