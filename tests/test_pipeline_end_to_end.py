@@ -6,7 +6,6 @@ failing job stops the pipeline with its exit status.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -44,6 +43,8 @@ def tiny_pipeline_config(
             "data.scenarios.num_dialogues": 4,
             "data.units.fit_dialogues": 4,
             "data.output.shard_size": 2,
+            "audio.codebook_size": 128,  # a smaller k-means fit: seconds, not a minute
+            "audio.kmeans_passes": 2,
             "train.stages": list(stages),
             "train.max_steps": 2,
             "train.warmup_steps": 1,
@@ -158,9 +159,12 @@ def test_pipeline_leaves_corpus_summary_loss_plot_model_answer_wav_and_ttfa(loca
     assert result == {**result, **m.steps["turn"].detail}
     summary = format_summary(m)
     assert f"TTFA {result['ttfa_ms']:.0f} ms" in summary
-    if result.get("transcript") is not None:
+    if result.get("transcript") is not None:  # the offline ASR is installed
         assert repr(result["transcript"]) in summary
         assert 0.0 <= result["wer_speech"]
+        # The trained answer's own units, vocoded: what the speech path alone loses.
+        assert 0.0 <= result["wer_ceiling"] < 1.0
+        assert Path(m.steps["turn"].outputs["reference_vocoded"]).is_file()
     for step in ("corpus", "export", "turn"):
         for uri in m.steps[step].outputs.values():
             assert uri in summary, (step, uri)
@@ -182,11 +186,17 @@ def test_address_run_through_the_jobs_api_gives_the_same_outputs(local_run, ray_
     assert len(set.union(*jobs.values())) == 3
 
     here, there = Path(local_run.cfg.run_dir), Path(cfg.run_dir)
-    # The same corpus: the same dialogues, texts and audio (byte for byte), the same number of
-    # speech units per turn. The unit ids themselves differ: the data part fits k-means on
-    # assistant waves in the order Ray Data delivers them, which varies from run to run.
+    # The same corpus: the same dialogues and texts, the same audio files and lengths (the user
+    # turns byte for byte), the same number of speech units per turn. The unit ids themselves
+    # differ: the data part fits k-means on assistant waves in the order Ray Data delivers them,
+    # which varies from run to run.
     assert _records_without_unit_ids(there) == _records_without_unit_ids(here)
-    assert _digests(there / "corpus/audio") == _digests(here / "corpus/audio")
+    assert _audio_lengths(there / "corpus/audio") == _audio_lengths(here / "corpus/audio")
+    user = [p for p in _audio_lengths(here / "corpus/audio") if "_user." in p]
+    assert user and all(
+        (there / "corpus/audio" / p).read_bytes() == (here / "corpus/audio" / p).read_bytes()
+        for p in user
+    )
     # The same training and export outputs.
     local = RunManifest.load(local_run.cfg.run_dir)
     assert manifest.steps["finetune"].detail["steps"] == local.steps["finetune"].detail["steps"]
@@ -219,12 +229,14 @@ def _records_without_unit_ids(run: Path) -> dict[str, dict]:
     return out
 
 
-def _digests(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+def _audio_lengths(root: Path) -> dict[str, tuple[int, int]]:
+    """Audio file → (frames, sample rate)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            info = sf.info(p)
+            out[str(p.relative_to(root))] = (info.frames, info.samplerate)
+    return out
 
 
 def test_a_failing_job_stops_the_pipeline_with_its_exit_status(ray_head, tmp_path) -> None:

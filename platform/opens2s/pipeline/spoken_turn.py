@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import urllib.parse
 import urllib.request
@@ -23,6 +24,7 @@ from opens2s import storage
 from opens2s.config import PlatformConfig
 
 INPUT_SAMPLE_RATE = 16000
+_UNIT = re.compile(r"<\|audio_(\d+)\|>")
 
 
 @dataclass
@@ -33,6 +35,8 @@ class TestDialogue:
     question_audio: str
     """URI of the user turn's audio in the corpus."""
     reference_text: str
+    reference_units: list[int]
+    """The speech units the model was trained to produce for that answer."""
 
 
 @dataclass
@@ -66,8 +70,14 @@ def first_dialogue(corpus_root: str) -> TestDialogue:
                 if user["role"] == "user" and assistant["role"] == "assistant":
                     audio = user["content"][0].get("audio")
                     text = assistant["content"][0].get("text", "")
+                    units = [
+                        int(u)
+                        for u in _UNIT.findall(assistant["content"][0].get("speech_units", ""))
+                    ]
                     if audio and text:
-                        return TestDialogue(rec["id"], storage.join(corpus_root, audio), text)
+                        return TestDialogue(
+                            rec["id"], storage.join(corpus_root, audio), text, units
+                        )
     raise RuntimeError(f"no dialogue with a user audio turn and an answer in {corpus_root}/shards")
 
 
@@ -118,7 +128,7 @@ def ask(url: str, wav: bytes, *, sampling: dict[str, Any], token: str | None = N
     )
 
 
-def transcribe_and_score(answer: Answer, reference: str) -> dict[str, Any]:
+def transcribe_and_score(answer: Answer, reference: str, transcriber=None) -> dict[str, Any]:
     """ASR transcript of the answer audio and word error rates against the trained answer text.
 
     ``wer_speech`` (transcript vs reference) is the closed-loop number; ``wer_text`` (the model's
@@ -140,6 +150,38 @@ def transcribe_and_score(answer: Answer, reference: str) -> dict[str, Any]:
     }
 
 
+def speech_path_ceiling(
+    corpus_root: str, dialogue: TestDialogue, audio_cfg, out_dir: str, transcriber=None
+) -> dict[str, Any]:
+    """The best the speech path can do: the trained answer's own units, vocoded and transcribed.
+
+    If the model reproduced its training target exactly, its spoken answer would score this WER;
+    what remains is lost by the unit tokenizer, the vocoder and the ASR, not by the model.
+    """
+    try:
+        from opens2s.audio.asr import Transcriber, word_error_rate
+        from opens2s.audio.units import load_unit_tokenizer
+        from opens2s.audio.vocoder import vocoder_for
+    except ImportError as e:
+        return {"ceiling_unavailable": str(e)}
+    if not dialogue.reference_units:
+        return {"ceiling_unavailable": "the record has no speech units"}
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="opens2s-units-") as tmp:
+        local = storage.copy_to_local(storage.join(corpus_root, "units/tokenizer.npz"), tmp)
+        vocoder = vocoder_for(load_unit_tokenizer(local), audio_cfg)
+        wave = vocoder.decode(dialogue.reference_units)
+    storage.write_bytes(
+        storage.join(out_dir, "reference_vocoded.wav"), wav_bytes(wave, vocoder.sample_rate)
+    )
+    transcript = (transcriber or Transcriber()).transcribe(wave, vocoder.sample_rate)
+    return {
+        "reference_vocoded_transcript": transcript,
+        "wer_ceiling": word_error_rate(dialogue.reference_text, transcript),
+    }
+
+
 def run_turn(cfg: PlatformConfig, url: str, corpus_root: str, out_dir: str) -> dict[str, Any]:
     """Ask the served model the test question; write question.wav, answer.wav, answer.json."""
     from opens2s.audio.io import load_audio
@@ -151,6 +193,12 @@ def run_turn(cfg: PlatformConfig, url: str, corpus_root: str, out_dir: str) -> d
     # Greedy decoding: the same model gives the same answer, locally and on a cluster.
     sampling = {"temperature": 0.0, "seed": cfg.serve.sampling.seed}
     answer = ask(url, q_wav, sampling=sampling, token=cfg.serve.auth_token)
+    try:
+        from opens2s.audio.asr import Transcriber
+
+        transcriber = Transcriber()  # one model load for both transcripts
+    except ImportError:
+        transcriber = None
     storage.write_bytes(
         storage.join(out_dir, "answer.wav"), wav_bytes(answer.audio, answer.sample_rate)
     )
@@ -164,7 +212,8 @@ def run_turn(cfg: PlatformConfig, url: str, corpus_root: str, out_dir: str) -> d
         if answer.sample_rate
         else 0.0,
         **{k: v for k, v in asdict(answer).items() if k not in ("audio", "text")},
-        **transcribe_and_score(answer, dialogue.reference_text),
+        **transcribe_and_score(answer, dialogue.reference_text, transcriber),
+        **speech_path_ceiling(corpus_root, dialogue, cfg.audio, out_dir, transcriber),
     }
     storage.write_text(storage.join(out_dir, "answer.json"), json.dumps(result, indent=2) + "\n")
     return result

@@ -260,4 +260,5 @@ def turn_outputs(cfg: PlatformConfig) -> dict[str, str]:
         "question": storage.join(d, "question.wav"),
         "answer": storage.join(d, "answer.wav"),
         "result": storage.join(d, "answer.json"),
+        "reference_vocoded": storage.join(d, "reference_vocoded.wav"),
     }

@@ -12,7 +12,7 @@ _MAIN_OUTPUT = {
     "finetune": ("checkpoint", "loss_plot"),
     "export": ("model",),
     "serve": ("url",),
-    "turn": ("question", "answer", "result"),
+    "turn": ("question", "answer", "result", "reference_vocoded"),
 }
 
 
@@ -65,6 +65,11 @@ def format_summary(manifest: RunManifest) -> str:
                 f"model text vs trained answer: {_fmt(turn.get('wer_text'), '.2f')}; "
                 f"ASR vs model text: {_fmt(turn.get('wer_vocoded'), '.2f')}"
             )
-        elif turn.get("asr_unavailable"):
+        if turn.get("wer_ceiling") is not None:
+            lines.append(
+                f"speech-path ceiling (the trained answer's own units, vocoded, ASR): WER "
+                f"{turn['wer_ceiling']:.2f}: {turn.get('reference_vocoded_transcript')!r}"
+            )
+        if turn.get("asr_unavailable"):
             lines.append(f"no transcript: {turn['asr_unavailable']}")
     return "\n".join(lines)
