@@ -94,7 +94,8 @@ class UnitSettings(_Stage):
     """An existing unit tokenizer (tokenizer.npz, local or s3://). None = fit one on a sample of
     rendered assistant audio and keep it at <corpus>/units/tokenizer.npz (reused on rerun)."""
     fit_dialogues: int = Field(12, gt=0)
-    """Dialogues rendered to fit the tokenizer when none is given."""
+    """Dialogues rendered per round to fit the tokenizer when none is given; rounds continue
+    until there is audio for 3 vectors per unit (audio.codebook_size / audio.unit_rate)."""
 
 
 class FilterSettings(_Stage):

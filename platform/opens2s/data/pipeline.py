@@ -276,11 +276,40 @@ def _samples_of(ds) -> Iterable[Sample]:
         yield from batch_to_samples(batch)
 
 
+FIT_VECTORS_PER_UNIT = 3
+FIT_MAX_ROUNDS = 6
+
+
+def _rendered_assistant_waves(cfg: PlatformConfig, scen, indices: range) -> list:
+    """Assistant waves of template-written, rendered dialogues ``indices`` (a Ray Data pass)."""
+    import ray.data
+
+    ds = ray.data.from_items([{"index": i} for i in indices])
+    ds = ds.map_batches(
+        _scenario_batch,
+        fn_kwargs={"settings": scen, "shard_size": cfg.data.output.shard_size},
+        batch_format="numpy",
+    )
+    ds = apply_stages(
+        ds,
+        script_stages(cfg, scen, template_only=True),
+        cfg.data.workers,
+        cfg.data.cpus_per_worker,
+        cfg.data.worker_retries,
+    )
+    return [
+        s.waves[i]
+        for s in _samples_of(ds)
+        if s.ok
+        for i, t in enumerate(s.turns)
+        if t.role == "assistant"
+    ]
+
+
 def ensure_unit_tokenizer(cfg: PlatformConfig, scen, root: str, log: Log) -> str:
     """The unit tokenizer URI: the configured one, the corpus's own, or one fitted now on a sample
     of rendered assistant audio (template-written: the fit needs speech, not a particular writer)."""
     import ray
-    import ray.data
 
     if cfg.data.units.tokenizer_path:
         return cfg.data.units.tokenizer_path
@@ -294,31 +323,20 @@ def ensure_unit_tokenizer(cfg: PlatformConfig, scen, root: str, log: Log) -> str
     if storage.exists(target):
         return target
     start = time.perf_counter()
-    n = min(cfg.data.units.fit_dialogues, scen.num_dialogues)
-    ds = ray.data.from_items([{"index": i} for i in range(n)])
-    ds = ds.map_batches(
-        _scenario_batch,
-        fn_kwargs={"settings": scen, "shard_size": cfg.data.output.shard_size},
-        batch_format="numpy",
-    )
-    ds = apply_stages(
-        ds,
-        script_stages(cfg, scen, template_only=True),
-        cfg.data.workers,
-        cfg.data.cpus_per_worker,
-        cfg.data.worker_retries,
-    )
-    waves = [
-        s.waves[i]
-        for s in _samples_of(ds)
-        if s.ok
-        for i, t in enumerate(s.turns)
-        if t.role == "assistant"
-    ]
+    # k-means needs clearly more unit vectors than units: render fit_dialogues, then more
+    # (scenarios past the corpus's own indices are as good a sample) until there is enough.
+    needed_seconds = FIT_VECTORS_PER_UNIT * cfg.audio.codebook_size / cfg.audio.unit_rate
+    waves: list = []
+    first, batch = 0, cfg.data.units.fit_dialogues
+    for _ in range(FIT_MAX_ROUNDS):
+        waves += _rendered_assistant_waves(cfg, scen, range(first, first + batch))
+        first += batch
+        if sum(len(w) for w in waves) / cfg.audio.sample_rate >= needed_seconds:
+            break
     ray.get(ray.remote(num_cpus=1)(fit_unit_tokenizer).remote(waves, cfg.audio, target))
     log(
         f"[corpus] fitted unit tokenizer (K={cfg.audio.codebook_size}) on {len(waves)} assistant "
-        f"turns in {time.perf_counter() - start:.1f} s -> {target}"
+        f"turns of {first} dialogues in {time.perf_counter() - start:.1f} s -> {target}"
     )
     return target
 
