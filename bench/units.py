@@ -6,8 +6,8 @@ held-out ones (offline and streamed) and scores every version with whisper tiny.
 JSON object on its last line: wer_source, wer_resynth_25hz, wer_resynth_12_5hz (fractions),
 wer_resynth_25hz_streamed, vocoder_rtf, stream_rtf, settings and what else was tried.
 
-    .venv/bin/python bench/units.py            # ~3-6 min on 2 busy cores
-    .venv/bin/python bench/units.py --quick    # smaller codebooks, fewer sentences (~1 min)
+    .venv/bin/python bench/units.py            # ~20 min on 2 shared, busy cores
+    .venv/bin/python bench/units.py --quick    # smaller codebooks, 20 sentences (~6 min)
 """
 
 from __future__ import annotations
@@ -177,6 +177,19 @@ _TAIL = [
 ]
 
 
+# Earlier runs of this script on this machine (24 test sentences unless noted; whisper tiny.en;
+# +-3 points is noise). Printed with every result so the numbers keep their context.
+TRIED = [
+    "K=512 both rates, 200 train sentences, 4 passes, centroids only (20 test): source 14.6%, "
+    "25/s 32.7% (streamed 28.9%), 12.5/s 61.9%",
+    "K=1024 both rates, 300 train sentences, 4 passes: source 15.2%; 25/s centroids 25.6%, "
+    "+ learned unit->mel decoder (800 steps) 18.8% (streamed 17.5%); 12.5/s centroids 37.9%, "
+    "+ decoder 35.9%",
+    "STACK-NOTES (2 voices, one female): 25/s K=4096 32.3%, K=1024 45.0%; mel->Griffin-Lim without "
+    "quantization 7.2% vs source 11.7%: Griffin-Lim is not the bottleneck",
+]
+
+
 def training_sentences(n: int, seed: int = 0) -> list[str]:
     """n varied sentences from phrase lists (none of them is a test sentence)."""
     rng = random.Random(seed)
@@ -213,18 +226,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small codebooks, 20 test sentences")
     ap.add_argument("--train-sentences", type=int, default=600)
-    ap.add_argument("--k25", type=int, default=4096)
+    ap.add_argument("--k25", type=int, default=2048)
     ap.add_argument("--k12", type=int, default=4096)
-    ap.add_argument("--passes", type=int, default=6)
+    ap.add_argument("--passes", type=int, default=5)
     ap.add_argument("--gl-iters", type=int, default=32)
     ap.add_argument(
-        "--decoder-steps", type=int, default=0, help="train a unit->mel decoder (0: no)"
+        "--decoder-steps", type=int, default=1000, help="train a unit->mel decoder (0: no)"
     )
     ap.add_argument("--speaker", default=ASSISTANT_SPEAKER)
     ap.add_argument("--out", default="artifacts/bench_units", help="where to leave sample wavs")
     args = ap.parse_args()
     if args.quick:
         args.train_sentences, args.k25, args.k12, args.passes = 200, 512, 512, 4
+        args.decoder_steps = 300
     tests = TEST_SENTENCES[:20] if args.quick else TEST_SENTENCES
     t_start = time.monotonic()
     tts = EspeakTTS()
@@ -299,6 +313,8 @@ def main() -> None:
             "unit_decoder_steps": args.decoder_steps,
             "unit_features": "80-bin log-mel, 10 ms hop, 4 (25/s) or 8 (12.5/s) frames stacked, z-scored",
             "bench_seconds": round(time.monotonic() - t_start, 1),
+            "load_average_1min": round(os.getloadavg()[0], 1),
+            "tried": TRIED,
         }
     )
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}))
