@@ -30,14 +30,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from opens2s.model import (  # noqa: E402
-    build_model,
-    build_tokenizer,
-    streaming,  # noqa: E402
-)
+from opens2s.model import build_model, build_tokenizer, streaming  # noqa: E402
 from opens2s.model.decode_step import KVBuffer, decode_step  # noqa: E402
 from opens2s.model.streaming import SamplingParams, StreamingDecoder, UnitChunk  # noqa: E402
 from transformers import DynamicCache, GenerationConfig  # noqa: E402
+
+# On CPU the default clock is the process's CPU time: with OMP_NUM_THREADS=1 it equals wall time
+# on an idle machine, and it does not count the time other programs hold the cores (this shared
+# 2-core machine runs at load 15-45). On a GPU it is wall time (kernels run asynchronously).
+clock = time.process_time
 
 
 def sync(device: str) -> None:
@@ -53,15 +54,15 @@ def run_streaming(dec: StreamingDecoder, prompt, spk, n_text: int, n_units: int,
 
     def timed_step(lm, x, caches, **kw):
         sync(device)
-        t = time.perf_counter()
+        t = clock()
         out = decode_step(lm, x, caches, **kw)
         sync(device)
-        forward_s[0] += time.perf_counter() - t
+        forward_s[0] += clock() - t
         return out
 
     streaming.decode_step = timed_step  # instrumentation only: the real step runs inside
     sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     state = dec.start(prompt_embeds=prompt, speaker_embedding=spk, sampling=sampling)
     ttfa, units, steps = None, 0, 0
     while not state.done:
@@ -70,10 +71,10 @@ def run_streaming(dec: StreamingDecoder, prompt, spk, n_text: int, n_units: int,
         got = sum(len(e.units) for e in events[0] if isinstance(e, UnitChunk))
         if got and ttfa is None:
             sync(device)
-            ttfa = time.perf_counter() - t0
+            ttfa = clock() - t0
         units += got
     sync(device)
-    total = time.perf_counter() - t0
+    total = clock() - t0
     streaming.decode_step = decode_step
     return {
         "ttfa_s": ttfa,
@@ -93,7 +94,7 @@ def run_baseline(model, prompt, spk_slot, n_text: int, n_units: int, device: str
     tts_gen = GenerationConfig(do_sample=False, eos_token_id=None, pad_token_id=0)
     llm, tts = model.llm_model, model.tts_lm_model
     sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     inputs_embeds = prompt[None]
     tts_inputs = [spk_slot[None]]
     llm_past = tts_past = None
@@ -133,14 +134,14 @@ def run_baseline(model, prompt, spk_slot, n_text: int, n_units: int, device: str
         got = tts_out.sequences.shape[1]
         if ttfa is None and got:
             sync(device)
-            ttfa = time.perf_counter() - t0
+            ttfa = clock() - t0
         units += got
         units_left -= got
         tts_inputs.append(tts.get_input_embeddings()(tts_out.sequences))
         if finished or units_left < 1:
             break
     sync(device)
-    return {"ttfa_s": ttfa, "total_s": time.perf_counter() - t0, "units": units}
+    return {"ttfa_s": ttfa, "total_s": clock() - t0, "units": units}
 
 
 @torch.no_grad()
@@ -165,18 +166,18 @@ def pure_forward_step(model, prompt, n_text: int, n_units: int, device: str, rep
         for _ in range(reps):
             kv.length = ctx  # overwrite the same slot: a fixed context length
             sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             decode_step(lm, one, [kv], logits=True)
             sync(device)
-            lean.append(time.perf_counter() - t0)
+            lean.append(clock() - t0)
             c = DynamicCache(ddp_cache_data=[(ly.keys, ly.values) for ly in hf_cache.layers])
             pos = torch.tensor([[ctx]], device=device)
             sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             out = lm.base_model(inputs_embeds=one, position_ids=pos, cache=c, use_cache=True)
             head(out.last_hidden_state[:, -1])
             sync(device)
-            hf.append(time.perf_counter() - t0)
+            hf.append(clock() - t0)
         times[name] = statistics.median(lean)
         times[name + "_hf"] = statistics.median(hf)
     steps = n_text + n_units
@@ -195,8 +196,14 @@ def main() -> None:
     p.add_argument("--text", type=int, default=64, help="text tokens per answer")
     p.add_argument("--units", type=int, default=256, help="units per answer")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--clock", choices=["cpu", "wall"], default=None, help="default: cpu on CPU, wall on GPU"
+    )
     args = p.parse_args()
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    global clock
+    kind = args.clock or ("wall" if args.device.startswith("cuda") else "cpu")
+    clock = time.perf_counter if kind == "wall" else time.process_time
     dtype = getattr(torch, args.dtype)
 
     model = build_model(args.preset, device=args.device, dtype=dtype)
@@ -253,6 +260,7 @@ def main() -> None:
         "preset": args.preset,
         "device": args.device,
         "dtype": args.dtype,
+        "clock": kind,
         "text_tokens": args.text,
         "units": args.units,
         "ttfa_ratio": round(ratio["ttfa"], 4),

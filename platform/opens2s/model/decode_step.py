@@ -115,6 +115,8 @@ class LeanLM:
         self.rope_scale = body.rotary_emb.attention_scaling
         self.cos_table = self.sin_table = None  # positions x hd, built on demand, doubling
         self.norm = body.norm.weight
+        head = lm.get_output_embeddings()
+        self.head = (head.weight, head.bias)
 
         def lin(m: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
             return m.weight, m.bias
@@ -167,11 +169,12 @@ class LeanLM:
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # As transformers' RMSNorm (statistics in float32); F.rms_norm is several times slower
         # than these few ops on CPU at one position.
+        if x.dtype == torch.float32:
+            return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
         xf = x.float()
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * y.to(x.dtype)
 
-    @torch.no_grad()
     def __call__(self, x: torch.Tensor, caches: list[KVBuffer]) -> torch.Tensor:
         """Run ``B x n x D`` new input embeddings (one row per session), appending to each
         session's cache; returns the last-layer states after the final norm."""
@@ -224,7 +227,6 @@ class LeanLM:
         return self._rms(h, self.norm)
 
 
-@torch.no_grad()
 def hf_step(lm: nn.Module, x: torch.Tensor, caches: list[KVBuffer]) -> torch.Tensor:
     """The same contract as :func:`lean_step` through transformers' own forward, one session at
     a time (any architecture)."""
@@ -251,15 +253,23 @@ def decode_step(
     of each session's last position (``B x vocab``). The choice of path and the lean path's
     tensors are made once per module and kept on it (a plain attribute, never saved).
     """
+    if torch.is_grad_enabled():  # decoding never needs a graph
+        with torch.no_grad():
+            return decode_step(lm, x, caches, logits=logits)
     lean = lm.__dict__.get("_opens2s_lean", _UNSET)
     if lean is _UNSET:
         lean = LeanLM(lm) if supports_lean_step(lm) else None
         lm.__dict__["_opens2s_lean"] = lean
-    hidden = lean(x, caches) if lean is not None else hf_step(lm, x, caches)
+    if lean is not None:
+        hidden = lean(x, caches)
+        head = lean.head
+    else:
+        hidden = hf_step(lm, x, caches)
+        out = lm.get_output_embeddings()
+        head = (out.weight, out.bias)
     if not logits:
         return hidden
-    head = lm.get_output_embeddings()
-    return hidden, F.linear(hidden[:, -1], head.weight, head.bias)
+    return hidden, F.linear(hidden[:, -1], *head)
 
 
 _UNSET = object()

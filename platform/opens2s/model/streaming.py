@@ -147,6 +147,9 @@ class StreamingDecoder:
         self.eos_unit = model.config.tts_eos_token_id
         vocab = tokenizer.get_vocab()
         self.end_tokens = {vocab[t] for t in (TTS_END, IM_END, PAD_TOKEN) if t in vocab}
+        # Module look-ups cost more than a one-position step's math: keep the references.
+        self._tts = model.tts_lm_model
+        self._tts_embed = model.tts_lm_model.get_input_embeddings().weight
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
 
@@ -368,7 +371,7 @@ class StreamingDecoder:
                 events[i].extend(self._text_delta(s))
 
     def _tts_step(self, group: list[DecodeState], events: list[list[Event]]) -> None:
-        embed = self.model.tts_lm_model.get_input_embeddings().weight
+        embed = self._tts_embed
         inputs = []
         for s in group:
             parts = []
