@@ -6,7 +6,9 @@ with OpenS2S's fixed 24-unit vocoder blocks and with decode-everything-then-voco
 weights and the same input. TTFA is from the turn reaching the replica to its first audio chunk;
 RTF is a response's wall time over its audio duration (< 1: faster than playback); a level
 counts as real time when the 95th percentile RTF of its answers is below 1. TTFA after prefill
-(first audio minus the prompt's prefill) isolates what the block schedule changes.
+(first audio minus the prompt's prefill) isolates what the block schedule changes. CPU seconds
+per audio second (process time) give the capacity of one dedicated core, which the wall-clock
+numbers cannot on a shared, loaded machine.
 
 Usage: ``python bench/serve.py [--repeats N]``. The last line is one JSON object.
 """
@@ -88,10 +90,13 @@ def main() -> None:
 
     def run(n: int, blocks: VocoderBlocks | None, seed0: int) -> list[dict]:
         sizes0 = len(loop.batch_sizes)
+        cpu0 = time.process_time()
         dones = asyncio.run(run_turns(loop, wave, n, blocks, seed0))
+        cpu = time.process_time() - cpu0
         batches = loop.batch_sizes[sizes0:]
         for d in dones:
             d["mean_batch"] = float(np.mean(batches)) if batches else 0.0
+            d["cpu_s"] = cpu / len(dones)  # the round's CPU time, shared out per answer
         return dones
 
     def summary(n: int, dones: list[dict]) -> dict:
@@ -110,6 +115,11 @@ def main() -> None:
             "rtf_max": round(max(rtf), 3),
             "audio_s_mean": round(float(np.mean([d["audio_seconds"] for d in dones])), 2),
             "mean_batch": round(float(np.mean([d["mean_batch"] for d in dones])), 2),
+            # CPU seconds this process spent per second of audio it produced: independent of
+            # how many other programs share the cores, unlike the wall-clock RTF.
+            "cpu_s_per_audio_s": round(
+                sum(d["cpu_s"] for d in dones) / sum(d["audio_seconds"] for d in dones), 4
+            ),
         }
 
     run(1, None, 0)  # warm-up: first forward passes allocate
@@ -136,6 +146,10 @@ def main() -> None:
         print(json.dumps({"single_session_schedule": name, **row}), flush=True)
     growing, fixed, whole = single["growing"], single["fixed_24"], single["decode_then_vocode"]
     realtime = max([r["sessions"] for r in table if r["rtf_p95"] < 1.0], default=0)
+    # Sessions one dedicated core sustains: n sessions need n x (CPU s per audio s) < 1.
+    per_core = max(
+        [r["sessions"] for r in table if r["sessions"] * r["cpu_s_per_audio_s"] < 1.0], default=0
+    )
     a = cfg.audio
     result = {
         "ttfa_ratio_vs_fixed_blocks": round(growing["ttfa_ms_p50"] / fixed["ttfa_ms_p50"], 3),
@@ -144,6 +158,7 @@ def main() -> None:
             growing["ttfa_after_prefill_ms_p50"] / fixed["ttfa_after_prefill_ms_p50"], 3
         ),
         "realtime_sessions_per_replica": realtime,
+        "realtime_sessions_per_core_by_cpu_time": per_core,
         "ttfa_ms_growing_p50": growing["ttfa_ms_p50"],
         "ttfa_ms_fixed24_p50": fixed["ttfa_ms_p50"],
         "ttfa_ms_decode_then_vocode_p50": whole["ttfa_ms_p50"],
