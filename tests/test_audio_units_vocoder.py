@@ -125,7 +125,7 @@ def test_streamed_output_does_not_depend_on_push_sizes(waves, tok25):
     units = tok25.encode(waves[0], 16000)
     one, parts = _stream(voc, units, 1)
     assert any(p.size for p in parts[:8])  # first audio comes after a few units, not at the end
-    for step in (3, 7, len(units)):
+    for step in (5, len(units)):
         np.testing.assert_array_equal(_stream(voc, units, step)[0], one)
     assert one.size == len(units) * voc.samples_per_unit == voc.decode(units).size
 
@@ -163,7 +163,7 @@ def test_block_seams_do_not_click(waves, tok25):
     voc = vocoder_for(tok25)
     spu = voc.samples_per_unit
     naive_worst = 0.0
-    for w in waves:
+    for w in waves[:3]:
         units = tok25.encode(w, 16000)
         streamed, _ = _stream(voc, units, 1)
         bounds = _block_starts(voc, len(units))
@@ -216,7 +216,7 @@ def test_learned_unit_decoder_beats_centroids_round_trips_and_streams(tmp_path: 
         )
 
     plain = error()
-    tok.fit_decoder(waves, steps=150, hidden=32, layers=2)
+    tok.fit_decoder(waves, steps=100, hidden=32, layers=2)
     refined = error()
     assert refined < 0.9 * plain
     back = load_unit_tokenizer(tok.save(tmp_path / "dec.safetensors"))
