@@ -143,3 +143,16 @@ def test_asr_filter_keeps_speech_that_matches_its_script_and_drops_speech_that_d
     assert out[0].ok, out[0].dropped_reason  # espeak + whisper tiny: ~10-20 % WER
     assert 0 <= out[0].checks["wer_max"] <= 0.75
     assert out[1].dropped_stage == "filters" and out[1].dropped_reason.startswith("asr_wer:")
+
+
+def test_resuming_with_other_content_settings_is_refused_naming_them(tmp_path) -> None:
+    from opens2s.config import load_config
+    from opens2s.data.pipeline import check_build_config
+
+    root = str(tmp_path / "corpus")
+    check_build_config(root, load_config(None))
+    check_build_config(root, load_config(None, {"audio.vad_silence_ms": 900, "data.workers": 5}))
+    with pytest.raises(ValueError, match=r"audio.codebook_size, scenarios.seed differ"):
+        check_build_config(
+            root, load_config(None, {"audio.codebook_size": 512, "data.scenarios.seed": 3})
+        )

@@ -220,6 +220,23 @@ def corpus_uri(cfg: PlatformConfig) -> str:
     return cfg.data.output.uri or storage.join(cfg.run_dir, "corpus")
 
 
+# Audio settings that change what a corpus holds (VAD, vocoder, serving settings do not).
+_AUDIO_CONTENT_FIELDS = {
+    "sample_rate",
+    "max_clipped_fraction",
+    "tts_engine",
+    "assistant_speaker",
+    "cosyvoice_path",
+    "unit_tokenizer",
+    "unit_rate",
+    "codebook_size",
+    "unit_n_mels",
+    "glm4voice_tokenizer_path",
+    "asr_model_path",
+    "speaker_encoder",
+}
+
+
 def _content_settings(cfg: PlatformConfig) -> dict[str, Any]:
     """The settings that decide what the corpus holds (a resumed run must not change them)."""
     d = cfg.data
@@ -233,7 +250,7 @@ def _content_settings(cfg: PlatformConfig) -> dict[str, Any]:
         "shard_size": d.output.shard_size,
         "speaker_embedding": d.output.speaker_embedding,
         "units": d.units.model_dump(exclude={"fit_dialogues"}),
-        "audio": cfg.audio.model_dump(),
+        "audio": cfg.audio.model_dump(include=_AUDIO_CONTENT_FIELDS),
     }
 
 
