@@ -115,7 +115,8 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, gen: torch.Genera
     """Greedy (temperature 0) or temperature + top-p sampling from one row of logits."""
     if params.temperature <= 0:
         return int(torch.argmax(logits))
-    logits = logits.float()
+    # The generators live on the CPU, so draws do not depend on the device the model runs on.
+    logits = logits.float().cpu()
     probs = torch.softmax(logits / params.temperature, dim=-1)
     if params.top_p < 1.0:
         sorted_p, order = torch.sort(probs, descending=True)
