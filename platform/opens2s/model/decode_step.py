@@ -181,12 +181,7 @@ class LeanLM:
         b, n, _ = x.shape
         hd = self.head_dim
         cos, sin = self._rope(caches, n, x)
-        mask = None
-        if n > 1:
-            # New position j sees the whole past and new positions 0..j (equal past per group).
-            past = caches[0].length
-            mask = torch.ones(n, past + n, dtype=torch.bool, device=x.device)
-            mask[:, past:] = torch.tril(mask[:, past:])
+        masks: dict[int, torch.Tensor] = {}  # by past length: sessions may differ
         h = x
         for i, w in enumerate(self.layers):
             y = self._rms(h, w.ln1)
@@ -203,17 +198,22 @@ class LeanLM:
             for s, cache in enumerate(caches):
                 cache.append(i, k[s : s + 1], v[s : s + 1])
                 keys, values = cache.layer(i, extra=n)
-                m = mask
-                if m is not None and keys.shape[2] != m.shape[1]:
-                    past = keys.shape[2] - n
-                    m = torch.ones(n, past + n, dtype=torch.bool, device=x.device)
-                    m[:, past:] = torch.tril(m[:, past:])
+                past = keys.shape[2] - n
+                mask = None
+                if n > 1 and past > 0:
+                    # New position j sees the whole past and the new positions 0..j.
+                    if past not in masks:
+                        m = torch.ones(n, past + n, dtype=torch.bool, device=x.device)
+                        m[:, past:] = torch.tril(m[:, past:])
+                        masks[past] = m
+                    mask = masks[past]
                 outs.append(
                     F.scaled_dot_product_attention(
                         q[s : s + 1],
                         keys,
                         values,
-                        attn_mask=m,
+                        attn_mask=mask,
+                        is_causal=n > 1 and past == 0,  # a prefill: plain causal attention
                         scale=self.scaling,
                         enable_gqa=True,
                     )
