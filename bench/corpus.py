@@ -73,6 +73,10 @@ def main() -> None:
         result[f"dialogues_per_min_{workers}w"] = round(done / wall * 60, 2)
         result[f"audio_hours_per_hour_{workers}w"] = round(summary["hours"] * 3600 / wall, 2)
         result[f"stage_seconds_{workers}w"] = summary["stage_seconds"]
+        # Share of the workers' wall time spent inside stages (the rest: Ray scheduling,
+        # serialisation, the driver committing shards); low means the stages wait, not work.
+        busy = sum(summary["stage_seconds"].values()) / (wall * workers)
+        result[f"stage_busy_fraction_{workers}w"] = round(busy, 3)
         result[f"quarantined_{workers}w"] = summary["dialogues_quarantined"]
     result["scaling_1_to_2"] = round(
         result["dialogues_per_min_2w"] / result["dialogues_per_min_1w"], 3
