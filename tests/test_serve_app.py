@@ -295,7 +295,7 @@ def test_web_page_in_headless_chromium_completes_a_turn_and_plays_audio(
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    mic = write_audio(tmp_path / "mic.wav", np.concatenate([utterance, np.zeros(SR * 3)]), SR)
+    mic = write_audio(tmp_path / "mic.wav", np.concatenate([utterance, np.zeros(SR * 8)]), SR)
     os.environ["SE_AVOID_STATS"] = "true"  # else Selenium Manager tries the internet
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"

@@ -58,7 +58,7 @@ async function startPlayer() {
   const analyser = ctx.createAnalyser();
   analyser.fftSize = 1024;
   analyser.connect(ctx.destination);
-  player = { ctx, analyser, nextTime: 0 };
+  player = { ctx, analyser, nextTime: 0, sources: new Set() };
   const data = new Float32Array(analyser.fftSize);
   const meter = () => {
     if (!player) return;
@@ -89,7 +89,11 @@ function playPcm16(b64, rate) {
   // Chunks are scheduled back to back; a late chunk starts as soon as possible.
   const t = Math.max(player.ctx.currentTime + 0.02, player.nextTime);
   src.start(t);
-  src.onended = () => { state.buffersPlayed += 1; };
+  player.sources.add(src);
+  src.onended = () => {
+    player.sources.delete(src);
+    state.buffersPlayed += 1;
+  };
   player.nextTime = t + buf.duration;
   state.audioSamplesReceived += pcm.length;
   $("audio").textContent = (state.audioSamplesReceived / rate).toFixed(1) + " s";
@@ -97,7 +101,12 @@ function playPcm16(b64, rate) {
 
 function stopPlayback() {
   if (!player) return;
-  // Barge-in: drop what is scheduled by restarting the clock of the queue.
+  // Barge-in: the user talks over the answer, so silence what is playing or queued.
+  for (const src of player.sources) {
+    src.onended = null;
+    src.stop();
+  }
+  player.sources.clear();
   player.nextTime = player.ctx.currentTime;
 }
 
