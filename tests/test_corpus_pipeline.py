@@ -169,13 +169,17 @@ def test_corpus_on_s3_is_listed_and_read_back_with_boto3(
     ray_local, s3_server, s3_bucket, tmp_path, unit_tokenizer
 ) -> None:
     corpus = f"s3://{s3_bucket}/corpora/tiny"
+    # The tokenizer too comes from object storage: workers copy it down before loading it.
+    tokenizer = storage.write_bytes(
+        f"s3://{s3_bucket}/units/tokenizer.npz", storage.read_bytes(unit_tokenizer)
+    )
     cfg = load_config(
         write_config(
             tmp_path / "c.yaml",
             corpus,
             scenarios__num_dialogues=8,
             output__shard_size=4,
-            units__tokenizer_path=unit_tokenizer,
+            units__tokenizer_path=tokenizer,
         )
     )
     summary = build_corpus(cfg)
@@ -189,7 +193,7 @@ def test_corpus_on_s3_is_listed_and_read_back_with_boto3(
     ]
     names = {k.removeprefix("corpora/tiny/") for k in keys}
     assert {"shards/shard-00000.jsonl", "shards/shard-00001.jsonl"} <= names
-    assert {"manifest.parquet", "quarantine.jsonl", "summary.json"} <= names
+    assert {"manifest.parquet", "quarantine.jsonl", "summary.json", "spk/assistant.npy"} <= names
     body = client.get_object(Bucket=s3_bucket, Key="corpora/tiny/shards/shard-00000.jsonl")
     records = [json.loads(line) for line in body["Body"].read().decode().splitlines()]
     assert records and summary["dialogues_written"] + summary["dialogues_quarantined"] == 8
