@@ -48,9 +48,9 @@ def test_template_writer_10k_dialogues_are_distinct_not_near_duplicates() -> Non
     texts = [" ".join(t.text for t in x.turns) for x in samples]
     assert len(set(texts)) == len(texts)
     distinct3, total3 = distinct_ngrams(texts, 3)
-    assert distinct3 > 15_000, (distinct3, total3)
+    assert distinct3 > 17_000, (distinct3, total3)
     nearest = nearest_neighbour_similarity(texts, probes=25)
-    assert max(nearest) < 0.8 and float(np.mean(nearest)) < 0.5, nearest
+    assert max(nearest) < 0.7 and float(np.mean(nearest)) < 0.45, nearest
     # The user speaks with the scenario's emotion; the assistant answers last.
     x = samples[0]
     assert x.turns[0].role == "user" and x.turns[-1].role == "assistant"

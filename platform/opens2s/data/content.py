@@ -717,6 +717,10 @@ HELP_LEADS = (
     "A small next step could be to {step}.",
     "Would it help to {step}?",
     "Something people often find useful is to {step}.",
+    "It could be worth trying to {step}.",
+    "What if you tried to {step}?",
+    "For today, maybe just {step}.",
+    "When you are ready, you might {step}.",
 )
 QUESTIONS = (
     "How are you feeling about it right now?",
@@ -725,6 +729,12 @@ QUESTIONS = (
     "Do you want to tell me more about what happened?",
     "Who else knows about this?",
     "What would feel like a good outcome for you?",
+    "What do you need most right now?",
+    "How have you been sleeping with all of this?",
+    "Is there someone you trust who could be with you?",
+    "What has helped you in hard moments before?",
+    "How long has this been on your mind?",
+    "What would you say to a friend in your place?",
 )
 DETAIL_LEADS = (
     "The thing is,",
@@ -733,6 +743,10 @@ DETAIL_LEADS = (
     "What makes it worse is that",
     "Plus,",
     "To be honest,",
+    "On top of that,",
+    "The worst part is that",
+    "Honestly,",
+    "I should say that",
 )
 CLOSINGS = (
     "You do not have to figure it all out tonight.",
@@ -741,12 +755,20 @@ CLOSINGS = (
     "Take it one step at a time, you are doing better than you think.",
     "Remember that asking for support is a strength.",
     "I am here if you want to talk again.",
+    "Whatever you decide, your feelings make sense.",
+    "Small steps still count.",
+    "Please check in with me tomorrow if you like.",
+    "You have handled hard things before, and you can handle this too.",
 )
 ENCOURAGE = (
     "That sounds like a good plan.",
     "I really think you can handle this.",
     "It is great that you are open to trying.",
     "You are already taking it seriously, and that matters.",
+    "I like that idea.",
+    "That is a thoughtful way to look at it.",
+    "Good, that sounds doable.",
+    "I am glad you feel a little clearer.",
 )
 
 
