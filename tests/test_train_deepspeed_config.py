@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 from opens2s.config.train import TrainSection
-from opens2s.train.deepspeed_config import deepspeed_config, skip_shm_comm_build
+from opens2s.train.deepspeed_config import (
+    WarmupLinearDecay,
+    deepspeed_config,
+    skip_shm_comm_build,
+)
 from pydantic import ValidationError
 
 
@@ -19,11 +23,18 @@ def test_zero_stage_batch_sizes_clipping_and_schedule_come_from_the_section(stag
     assert ds["train_micro_batch_size_per_gpu"] == 4
     assert ds["gradient_accumulation_steps"] == 8
     assert ds["gradient_clipping"] == 1.0
-    sched = ds["scheduler"]
-    assert sched["type"] == "WarmupDecayLR"
-    assert sched["params"]["warmup_type"] == "linear"
-    assert sched["params"]["total_num_steps"] == 100
-    assert sched["params"]["warmup_max_lr"] == train.lr
+
+
+def test_schedule_warms_up_then_decays_linearly_and_never_wastes_a_step_at_zero():
+    schedule = WarmupLinearDecay.from_section(TrainSection(lr=1e-3, warmup_steps=2, max_steps=10))
+    factors = [schedule(k) for k in range(10)]
+    assert factors == pytest.approx(
+        [0.5, 1.0, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8]
+    )
+    warm = WarmupLinearDecay.from_section(
+        TrainSection(lr=1e-3, min_lr=1e-4, warmup_steps=3, max_steps=10)
+    )
+    assert [warm(k) * 1e-3 for k in range(3)] == pytest.approx([4e-4, 7e-4, 1e-3])
 
 
 def test_cpu_runs_fp32_with_torch_adamw_and_gpu_runs_bf16():

@@ -14,17 +14,20 @@ def test_killed_worker_is_replaced_and_run_resumes_at_last_checkpoint_with_exact
     ray_local, train_corpus, train_reference_run, tmp_path
 ):
     cfg = train_test_config(
-        tmp_path / "run", train_corpus[0], checkpoint_every=3, export=False, max_failures=2
+        tmp_path / "run", train_corpus[0], checkpoint_every=4, export=False, max_failures=2
     )
     marker = tmp_path / "killed.pid"
-    # Rank 1 SIGKILLs its own process right after step 7; checkpoints exist at steps 3 and 6.
-    summary = run_training(cfg, kill=KillWorker(rank=1, step=7, marker=str(marker)))
+    # Rank 1 SIGKILLs its own process right after step 9; checkpoints exist at steps 4 and 8.
+    # Each worker's epoch is 4 micro-batches, so step 8 ends an epoch: the resume starts the
+    # next epoch after skipping a whole one.
+    summary = run_training(cfg, kill=KillWorker(rank=1, step=9, marker=str(marker)))
     assert marker.exists(), "the worker was never killed"
     stage = summary.stages[0]
-    assert stage.resumed_from == [6]
+    assert stage.resumed_from == [8]
     rows = read_metrics(stage.metrics)
     assert [r["step"] for r in rows] == list(range(1, 11))
-    assert [r["start_step"] for r in rows] == [0] * 6 + [6] * 4
+    assert [r["start_step"] for r in rows] == [0] * 8 + [8] * 2
+    assert [r["epoch"] for r in rows] == [0] * 4 + [1] * 4 + [2] * 2
     assert stage.steps == 10 and Path(stage.checkpoint).name == "checkpoint-0000010"
     # Weights, optimizer, LR schedule and data position came back: the resumed steps compute
     # the same losses as the uninterrupted reference run.

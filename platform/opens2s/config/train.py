@@ -58,7 +58,8 @@ class TrainSection(BaseModel):
     # Optimisation
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(0.0, ge=0)
-    """Learning rate at the start of warmup; the decay ends at 0 after max_steps."""
+    """Warmup climbs linearly from min_lr to lr over warmup_steps; then lr decays linearly
+    towards 0 at max_steps."""
     warmup_steps: int = Field(2, ge=0)
     weight_decay: float = Field(0.05, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)

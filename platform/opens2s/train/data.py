@@ -69,48 +69,63 @@ def close_error_tally(tally: ray.actor.ActorHandle) -> dict[str, int]:
     return counts
 
 
-class EncodeRecords:
-    """Ray Data map stage: JSONL lines -> encoded samples (``{"id", "sample"}`` rows).
+class RecordEncoderCache:
+    """One tokenizer + ``RecordEncoder`` per (model, corpus) in each Ray worker process.
 
-    Holds one tokenizer and ``RecordEncoder`` per actor; audio paths resolve against the corpus
-    root (local or s3://).
+    Encoding runs as plain Ray Data tasks; Ray reuses task worker processes, so a later epoch or a
+    later stage of the same cluster finds the encoder built and its imports done.
     """
 
-    def __init__(self, source: ModelSection, corpus: str, tally_name: str) -> None:
-        from opens2s.model.records import RecordEncoder
-        from opens2s.train.model_source import config_and_tokenizer
+    _encoders: dict[tuple[str, str], tuple[Any, int]] = {}
 
-        config, tokenizer = config_and_tokenizer(source)
-        self.unit_vocab_size = config.unit_vocab_size
-        self.encoder = RecordEncoder(tokenizer, config, corpus, section=source)
-        self.tally = ray.get_actor(tally_name, namespace=TALLY_NAMESPACE)
+    @classmethod
+    def get(cls, source_json: str, corpus: str) -> tuple[Any, int]:
+        """``(RecordEncoder, unit_vocab_size)`` for the model section (as JSON) and corpus."""
+        key = (source_json, corpus)
+        if key not in cls._encoders:
+            from opens2s.model.records import RecordEncoder
+            from opens2s.train.model_source import config_and_tokenizer
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from opens2s.model.records import RecordError, parse_record
+            source = ModelSection.model_validate_json(source_json)
+            config, tokenizer = config_and_tokenizer(source)
+            encoder = RecordEncoder(tokenizer, config, corpus, section=source)
+            cls._encoders[key] = (encoder, config.unit_vocab_size)
+        return cls._encoders[key]
 
-        ids: list[str] = []
-        samples: list[bytes] = []
-        for line in batch["text"]:
-            line = str(line).strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                self.tally.add.remote(f"line:{line[:40]}", "invalid_json", str(e))
-                continue
-            record_id = str(obj.get("id", "")) if isinstance(obj, dict) else ""
-            try:
-                record = parse_record(
-                    obj, record_id=record_id, unit_vocab_size=self.unit_vocab_size
-                )
-                sample = self.encoder.encode(record)
-            except RecordError as e:
-                self.tally.add.remote(record_id, _reason(e), str(e))
-                continue
-            ids.append(record_id)
-            samples.append(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL))
-        return {"id": np.array(ids, dtype=object), "sample": np.array(samples, dtype=object)}
+
+def encode_records(
+    batch: dict[str, np.ndarray], *, source_json: str, corpus: str, tally_name: str
+) -> dict[str, np.ndarray]:
+    """Ray Data map: JSONL lines -> encoded samples (``{"id", "sample"}`` rows).
+
+    A line that is not JSON or a record the model rejects (``RecordError``) is dropped and
+    tallied by its error type; audio paths resolve against the corpus root (local or s3://).
+    """
+    from opens2s.model.records import RecordError, parse_record
+
+    encoder, unit_vocab_size = RecordEncoderCache.get(source_json, corpus)
+    tally = ray.get_actor(tally_name, namespace=TALLY_NAMESPACE)
+    ids: list[str] = []
+    samples: list[bytes] = []
+    for line in batch["text"]:
+        line = str(line).strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            tally.add.remote(f"line:{line[:40]}", "InvalidJSON", str(e))
+            continue
+        record_id = str(obj.get("id", "")) if isinstance(obj, dict) else ""
+        try:
+            record = parse_record(obj, record_id=record_id, unit_vocab_size=unit_vocab_size)
+            sample = encoder.encode(record)
+        except RecordError as e:
+            tally.add.remote(record_id, _reason(e), str(e))
+            continue
+        ids.append(record_id)
+        samples.append(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL))
+    return {"id": np.array(ids, dtype=object), "sample": np.array(samples, dtype=object)}
 
 
 def _reason(error: Exception) -> str:
@@ -123,8 +138,8 @@ def corpus_dataset(
 ) -> ray.data.Dataset:
     """The corpus as a Ray Dataset of encoded samples, in shard order.
 
-    Encoding runs in one actor (``encode_cpus`` CPUs) that the training workers' shards stream
-    from; bad records are dropped there and tallied in the actor named ``tally_name``.
+    Encoding runs as Ray Data tasks of ``encode_cpus`` CPUs each; bad records are dropped there
+    and tallied in the actor named ``tally_name``.
     """
     paths = shard_paths(corpus)
     fs, fs_paths = (None, paths)
@@ -132,12 +147,18 @@ def corpus_dataset(
         fs, _ = storage.pyarrow_filesystem(corpus)
         fs_paths = [storage.pyarrow_filesystem(p)[1] for p in paths]
     ds = ray.data.read_text(fs_paths, filesystem=fs, override_num_blocks=len(paths))
+    # Rows in shard order whichever task finishes first (materialized or streamed), so every run
+    # hands the same samples to the same worker in the same order.
+    ds.context.execution_options.preserve_order = True
     return ds.map_batches(
-        EncodeRecords,
-        fn_constructor_kwargs={"source": source, "corpus": corpus, "tally_name": tally_name},
+        encode_records,
+        fn_kwargs={
+            "source_json": source.model_dump_json(),
+            "corpus": corpus,
+            "tally_name": tally_name,
+        },
         batch_size=8,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=encode_cpus,
     )
 
@@ -153,9 +174,9 @@ def collate_rows(batch: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def iter_micro_batches(
-    shard: ray.data.DataIterator, micro_batch_size: int, skip: int = 0
+    shard: ray.data.DataIterator, micro_batch_size: int
 ) -> Iterator[dict[str, Any]]:
-    """One epoch of a worker's shard as collated micro-batches, skipping the first ``skip``.
+    """One epoch of a worker's shard as collated micro-batches.
 
     ``drop_last`` keeps every worker at the same number of micro-batches, so no rank waits on a
     collective the others never enter.
@@ -166,7 +187,5 @@ def iter_micro_batches(
         drop_last=True,
         prefetch_batches=1,
     )
-    for index, batch in enumerate(batches):
-        if index < skip:
-            continue
+    for batch in batches:
         yield collate_rows(batch)

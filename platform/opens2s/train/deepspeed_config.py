@@ -1,12 +1,15 @@
 """DeepSpeed config generated from the ``train`` section, and the CPU set-up DeepSpeed needs.
 
-One function turns :class:`~opens2s.config.TrainSection` into the dict ``deepspeed.initialize``
-takes: ZeRO stage and offload, precision (bf16 on GPU, fp32 on CPU), batch sizes and gradient
-accumulation, clipping, AdamW and the warmup-then-linear-decay schedule OpenS2S trained with.
+:func:`deepspeed_config` turns :class:`~opens2s.config.TrainSection` into the dict
+``deepspeed.initialize`` takes: ZeRO stage and offload, precision (bf16 on GPU, fp32 on CPU), batch
+sizes and gradient accumulation, clipping and AdamW. :class:`WarmupLinearDecay` is the learning-rate
+schedule OpenS2S trained with (warmup, then linear decay), handed to ``deepspeed.initialize`` as
+``lr_scheduler``: DeepSpeed's own ``WarmupDecayLR`` runs its first two steps at the minimum rate.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from opens2s.config.train import TrainSection
@@ -54,19 +57,37 @@ def deepspeed_config(train: TrainSection, *, world_size: int, on_gpu: bool) -> d
         "bf16": {"enabled": bf16},
         "fp16": {"enabled": False},
         "optimizer": {"type": "AdamW", "params": optimizer_params},
-        "scheduler": {
-            "type": "WarmupDecayLR",
-            "params": {
-                "warmup_min_lr": train.min_lr,
-                "warmup_max_lr": train.lr,
-                "warmup_num_steps": train.warmup_steps,
-                "warmup_type": "linear",
-                "total_num_steps": train.max_steps,
-            },
-        },
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+@dataclass(frozen=True)
+class WarmupLinearDecay:
+    """Learning-rate factor for optimizer step ``k`` (0 = the first step): linear warmup from
+    ``min_lr`` to ``lr`` over ``warmup_steps`` steps (the last warmup step at ``lr``), then linear
+    decay that would reach 0 at ``max_steps``. A plain object so the scheduler state pickles."""
+
+    lr: float
+    min_lr: float
+    warmup_steps: int
+    max_steps: int
+
+    @classmethod
+    def from_section(cls, train: TrainSection) -> WarmupLinearDecay:
+        return cls(train.lr, train.min_lr, train.warmup_steps, train.max_steps)
+
+    def __call__(self, k: int) -> float:
+        if k < self.warmup_steps:
+            start = self.min_lr / self.lr
+            return start + (1.0 - start) * (k + 1) / self.warmup_steps
+        return max(0.0, (self.max_steps - k) / max(1, self.max_steps - self.warmup_steps))
+
+    def scheduler(self, optimizer: Any) -> Any:
+        """The torch scheduler for ``optimizer`` (``deepspeed.initialize(lr_scheduler=...)``)."""
+        import torch
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, self)
 
 
 def skip_shm_comm_build() -> None:

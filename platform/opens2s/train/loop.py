@@ -26,7 +26,11 @@ from opens2s.config.model import ModelSection
 from opens2s.config.train import Stage, TrainSection
 from opens2s.train import checkpoints
 from opens2s.train.data import iter_micro_batches
-from opens2s.train.deepspeed_config import deepspeed_config, skip_shm_comm_build
+from opens2s.train.deepspeed_config import (
+    WarmupLinearDecay,
+    deepspeed_config,
+    skip_shm_comm_build,
+)
 from opens2s.train.metrics import MetricsLog
 from opens2s.train.model_source import build_initial_model
 from opens2s.train.stages import add_lora, apply_stage, stage_lora
@@ -82,8 +86,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     # 2. DeepSpeed engine (optimizer and LR schedule from the generated config).
     ds_config = deepspeed_config(train, world_size=world, on_gpu=on_gpu)
+    schedule = WarmupLinearDecay.from_section(train)
     engine, _, _, _ = deepspeed.initialize(
-        model=model, model_parameters=trainable, config=ds_config
+        model=model, model_parameters=trainable, config=ds_config, lr_scheduler=schedule.scheduler
     )
 
     # 3. Resume from the checkpoint Ray Train hands over, if any.
@@ -109,10 +114,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     sums = _LossSums()
     t_step = time.perf_counter()
     while step < train.max_steps:
-        seen_in_epoch = 0
-        for batch in iter_micro_batches(shard, train.micro_batch_size, skip=batch_in_epoch):
-            seen_in_epoch += 1
-            batch_in_epoch += 1
+        batches_in_epoch = 0
+        for index, batch in enumerate(iter_micro_batches(shard, train.micro_batch_size)):
+            batches_in_epoch = index + 1
+            if index < batch_in_epoch:
+                continue  # consumed before the checkpoint this run resumed from
+            batch_in_epoch = index + 1
             inputs = {
                 k: (v.to(device) if isinstance(v, torch.Tensor) else v)
                 for k, v in batch.items()
@@ -156,7 +163,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 break
         if step >= train.max_steps:
             break
-        if seen_in_epoch == 0:
+        if batches_in_epoch == 0:
             raise RuntimeError(
                 f"worker {rank}'s data shard holds fewer than micro_batch_size="
                 f"{train.micro_batch_size} samples: the corpus is too small for "
