@@ -175,6 +175,19 @@ def test_bad_input_gets_a_clear_error_and_the_session_keeps_working(
             return [json.loads(await ws.recv())]
 
     assert asyncio.run(no_token())[0]["code"] == "unauthorized"
+
+    async def flood() -> dict:
+        async with websockets.connect(server.ws, max_size=None) as ws:
+            await receive_until(ws, {"session.created"})
+            frame = b"\x00\x00" * 8000  # 0.5 s of silence
+            try:
+                for _ in range(100):  # 50 s of audio at once: beyond the 30 s burst
+                    await ws.send(frame)
+            except websockets.ConnectionClosed:
+                pass
+            return (await receive_until(ws, {"error"}))[-1]
+
+    assert asyncio.run(flood())["code"] == "audio_too_fast"
     body = wav_bytes(utterance)
     assert post_speech(server.base, body, token=None)[0] == 401
     assert post_speech(server.base, body, token="wrong")[0] == 401

@@ -76,6 +76,10 @@ def test_rate_limiter_refuses_a_flood_and_recovers() -> None:
     assert not rl.allow()
     now[0] += 1.0
     assert sum(rl.allow() for _ in range(30)) == 10
+    audio = RateLimiter(8.0, 30.0, clock=lambda: now[0])  # seconds of audio per second
+    assert audio.allow(25.0) and not audio.allow(10.0)
+    now[0] += 1.0
+    assert audio.allow(10.0)
 
 
 def test_serve_section_rejects_unknown_keys_and_inverted_replica_bounds() -> None:

@@ -60,6 +60,10 @@ class LimitsSection(BaseModel):
     sessions one ingress replica holds."""
     max_messages_per_second: float = Field(200.0, gt=0)
     """Client messages per second (averaged over 2 s) above which a session is closed."""
+    max_audio_speed: float = Field(8.0, gt=0)
+    """Seconds of audio a client may send per second of wall time, after a burst of
+    ``max_audio_burst_seconds``: VAD runs on every sample, so a client cannot flood the ingress."""
+    max_audio_burst_seconds: float = Field(30.0, gt=0)
 
 
 class SamplingDefaults(BaseModel):

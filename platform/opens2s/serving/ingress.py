@@ -309,6 +309,7 @@ class Ingress:
             vad=make_vad(self.cfg), max_turn_seconds=self.limits.max_turn_seconds
         )
         rate = RateLimiter(self.limits.max_messages_per_second)
+        audio_rate = RateLimiter(self.limits.max_audio_speed, self.limits.max_audio_burst_seconds)
         t_open = time.monotonic()
         try:
             info = await self.model.info.remote()
@@ -348,6 +349,16 @@ class Ingress:
             try:
                 if msg.get("bytes") is not None:
                     pcm = decode_pcm16(msg["bytes"], max_bytes=self.limits.max_frame_bytes)
+                    if not audio_rate.allow(pcm.size / INPUT_SAMPLE_RATE):
+                        self.metrics.error("audio_too_fast")
+                        await link.send(
+                            error_event(
+                                "audio_too_fast",
+                                f"audio arrives faster than {self.limits.max_audio_speed:g}x real "
+                                "time; session closed",
+                            )
+                        )
+                        return
                     events, turn = session.push(pcm)
                 else:
                     events, turn = await self._client_event(link, session, msg.get("text") or "")

@@ -23,21 +23,21 @@ def token_ok(expected: str | None, authorization: str | None, query_token: str |
 
 
 class RateLimiter:
-    """Token bucket: ``rate`` messages a second on average, bursts of ``2 * rate``."""
+    """Token bucket: ``rate`` units a second on average, bursts of ``capacity`` (2 x rate)."""
 
-    def __init__(self, rate: float, clock=time.monotonic) -> None:
+    def __init__(self, rate: float, capacity: float | None = None, clock=time.monotonic) -> None:
         self.rate = rate
-        self.capacity = 2.0 * rate
+        self.capacity = 2.0 * rate if capacity is None else capacity
         self._tokens = self.capacity
         self._clock = clock
         self._last = clock()
 
-    def allow(self) -> bool:
-        """Take one token; False when the client sends faster than allowed."""
+    def allow(self, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens; False when the client sends faster than allowed."""
         now = self._clock()
         self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
         self._last = now
-        if self._tokens < 1.0:
+        if self._tokens < cost:
             return False
-        self._tokens -= 1.0
+        self._tokens -= cost
         return True
