@@ -359,7 +359,8 @@ class Ingress:
                             )
                         )
                         return
-                    events, turn = session.push(pcm)
+                    # VAD off the event loop: other sessions' events keep flowing meanwhile.
+                    events, turn = await asyncio.to_thread(session.push, pcm)
                 else:
                     events, turn = await self._client_event(link, session, msg.get("text") or "")
             except ProtocolError as e:
