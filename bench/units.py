@@ -233,6 +233,9 @@ def main() -> None:
     ap.add_argument(
         "--decoder-steps", type=int, default=1000, help="train a unit->mel decoder (0: no)"
     )
+    ap.add_argument("--decoder-hidden", type=int, default=192)
+    ap.add_argument("--decoder-layers", type=int, default=3)
+    ap.add_argument("--rates", default="25,12.5", help="unit rates to measure, comma-separated")
     ap.add_argument("--speaker", default=ASSISTANT_SPEAKER)
     ap.add_argument("--out", default="artifacts/bench_units", help="where to leave sample wavs")
     args = ap.parse_args()
@@ -260,7 +263,10 @@ def main() -> None:
     from opens2s.audio.io import write_audio
 
     write_audio(out_dir / "source.wav", test_w[0], 16000)
+    rates = {float(r) for r in args.rates.split(",")}
     for rate, k, key in ((25.0, args.k25, "25hz"), (12.5, args.k12, "12_5hz")):
+        if rate not in rates:
+            continue
         t0 = time.monotonic()
         tok = MelKMeansUnits(k, rate).fit(
             train_w, passes=args.passes, progress=lambda m: print(m, flush=True)
@@ -279,7 +285,11 @@ def main() -> None:
             )
             t0 = time.monotonic()
             tok.fit_decoder(
-                train_w, steps=args.decoder_steps, progress=lambda m: print(m, flush=True)
+                train_w,
+                steps=args.decoder_steps,
+                hidden=args.decoder_hidden,
+                layers=args.decoder_layers,
+                progress=lambda m: print(m, flush=True),
             )
             result[f"decoder_fit_seconds_{key}"] = round(time.monotonic() - t0, 1)
         voc = GriffinLimVocoder(tok, n_iter=args.gl_iters)
@@ -311,6 +321,7 @@ def main() -> None:
             "griffin_lim_iters": args.gl_iters,
             "kmeans_passes": args.passes,
             "unit_decoder_steps": args.decoder_steps,
+            "unit_decoder_hidden_layers": [args.decoder_hidden, args.decoder_layers],
             "unit_features": "80-bin log-mel, 10 ms hop, 4 (25/s) or 8 (12.5/s) frames stacked, z-scored",
             "bench_seconds": round(time.monotonic() - t_start, 1),
             "load_average_1min": round(os.getloadavg()[0], 1),
