@@ -19,10 +19,11 @@ def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_align_then_lora_finetune_via_cli_freezes_what_each_stage_does_not_train(
-    ray_local, train_corpus, tmp_path
+    ray_local, train_corpus, tmp_path, monkeypatch
 ):
+    monkeypatch.chdir(tmp_path)  # run_dir relative, as in jobs/configs/tiny.yaml
     cfg = train_test_config(
-        tmp_path / "run",
+        Path("run"),
         train_corpus[0],
         stages=["align", "finetune"],
         max_steps=2,
@@ -39,9 +40,10 @@ def test_align_then_lora_finetune_via_cli_freezes_what_each_stage_does_not_train
     assert "stage align: 2 steps" in result.output
     assert "stage finetune: 2 steps" in result.output
 
+    run_dir = tmp_path / "run"
     initial = _params(build_model("tiny", seed=cfg.model.seed))
-    aligned = _params(load_model(Path(cfg.run_dir) / "train" / "align" / "model")[0])
-    final = _params(load_model(Path(cfg.run_dir) / "model")[0])
+    aligned = _params(load_model(run_dir / "train" / "align" / "model")[0])
+    final = _params(load_model(run_dir / "model")[0])
     assert aligned.keys() == initial.keys() == final.keys()  # LoRA merged away on export
 
     align_prefixes = TRAINABLE_PREFIXES["align"]

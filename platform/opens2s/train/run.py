@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -75,6 +76,22 @@ class TrainSummary:
         return "\n".join(lines)
 
 
+def _absolute(uri: str) -> str:
+    """A local path made absolute (Ray workers do not share the driver's working directory)."""
+    return uri if storage.is_s3(uri) else str(Path(uri).resolve())
+
+
+def _with_absolute_paths(cfg: PlatformConfig) -> PlatformConfig:
+    """``cfg`` with a local run_dir, corpus and initial checkpoint as absolute paths."""
+    train = cfg.train.model_copy(update={"corpus": _absolute(corpus_uri(cfg))})
+    model = cfg.model
+    if model.checkpoint:
+        model = model.model_copy(update={"checkpoint": _absolute(model.checkpoint)})
+    return cfg.model_copy(
+        update={"run_dir": _absolute(cfg.run_dir), "train": train, "model": model}
+    )
+
+
 def stage_dir(cfg: PlatformConfig, stage: str) -> str:
     """``<run_dir>/train/<stage>``: Ray Train's run directory for the stage."""
     return storage.join(cfg.run_dir, "train", stage)
@@ -98,6 +115,7 @@ def run_training(cfg: PlatformConfig, *, kill: KillWorker | None = None) -> Trai
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
     t0 = time.perf_counter()
+    cfg = _with_absolute_paths(cfg)
     source = cfg.model
     summaries = []
     model_dir = None
@@ -126,6 +144,9 @@ def fit_stage(
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    cfg = _with_absolute_paths(cfg)
+    if source.checkpoint:
+        source = source.model_copy(update={"checkpoint": _absolute(source.checkpoint)})
     train = cfg.train
     out_dir = stage_dir(cfg, stage)
     metrics_uri = storage.join(out_dir, "metrics.jsonl")
