@@ -35,6 +35,7 @@ pytestmark = pytest.mark.timeout(240)
 APP = "opens2s-test"
 TOKEN = "test-token-123"
 SR = 16000
+SENTENCE = "I had a really long day at work today."
 
 
 class Server:
@@ -50,7 +51,7 @@ def utterance(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     from opens2s.audio.tts import EspeakTTS
 
     tts = EspeakTTS()
-    wave, sr = tts.synthesize("I had a really long day at work today.", tts.speakers()[0])
+    wave, sr = tts.synthesize(SENTENCE, tts.speakers()[0])
     wave = resample(wave, sr, SR)
     pad = np.zeros
     return np.concatenate([pad(int(0.4 * SR), np.float32), wave, pad(int(1.2 * SR), np.float32)])
@@ -78,6 +79,7 @@ def server(ray_local, serve_unit_tokenizer: Path) -> Server:
         {
             "serve.app_name": APP,
             "serve.auth_token": TOKEN,
+            "serve.transcribe_user_turns": True,
             "serve.unit_tokenizer": str(serve_unit_tokenizer),
             "serve.model_num_cpus": 0.25,
             "serve.ingress_num_cpus": 0.1,
@@ -134,11 +136,31 @@ def test_websocket_turn_streams_text_and_audio_then_a_second_turn_uses_the_conve
     )
     info = httpx.get(f"{server.base}/v1/info", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     for before, reply in ((before1, first), (before2, second)):
+        before = [e for e in before if e["type"] != "input.transcript"]  # ASR runs alongside
         assert [e["type"] for e in before] == ["input.speech_started", "input.speech_stopped"]
         assert before[1]["reason"] == "vad"
         assert_valid_answer(reply, info["output_sample_rate"])
     # Greedy decoding of the same audio: only the conversation so far can change the answer.
     assert second.text != first.text
+
+
+def test_user_turns_are_transcribed_for_the_client_and_the_conversation(
+    server: Server, utterance
+) -> None:
+    from opens2s.audio.asr import word_error_rate
+
+    async def one_turn() -> list[dict]:
+        async with websockets.connect(server.ws, max_size=None) as ws:
+            await receive_until(ws, {"session.created"})
+            await send_audio(ws, utterance)
+            events = await receive_until(ws, {"response.done"})
+            if not any(e["type"] == "input.transcript" for e in events):
+                events += await receive_until(ws, {"input.transcript"})
+            return events
+
+    events = asyncio.run(one_turn())
+    transcript = next(e["text"] for e in events if e["type"] == "input.transcript")
+    assert word_error_rate(SENTENCE, transcript) <= 0.35, transcript
 
 
 def test_http_speech_streams_the_same_events_as_ndjson(server: Server, utterance) -> None:
@@ -227,7 +249,8 @@ def test_four_concurrent_sessions_complete_while_another_client_misbehaves(
     assert upload_status == 413
     assert codes == ["frame_too_large"] * 5
     for [(before, reply)] in sessions:
-        assert [e["type"] for e in before] == ["input.speech_started", "input.speech_stopped"]
+        before = [e["type"] for e in before if e["type"] != "input.transcript"]
+        assert before == ["input.speech_started", "input.speech_stopped"]
         assert_valid_answer(reply)
 
 

@@ -120,5 +120,9 @@ class ServeSection(BaseModel):
     vocoder_blocks: VocoderBlocks = VocoderBlocks()
     auth_token: str | None = None
     """Bearer token required on every route but / and /healthz; None disables auth."""
+    transcribe_user_turns: bool = False
+    """Transcribe each user turn (``audio.asr_*`` Whisper) on the ingress: the client gets an
+    ``input.transcript`` event and later turns see the user's words in the conversation (off:
+    earlier user turns reach the model as empty text)."""
     decode_threads: int = Field(1, ge=1)
     """torch threads of a model replica (replicas share the host's cores)."""

@@ -107,6 +107,11 @@ class Ingress:
         self.model = model
         self.metrics = ServingMetrics()
         self.open_sessions = 0
+        self._transcriber = None
+        if self.scfg.transcribe_user_turns:
+            from opens2s.serving.speech_stack import make_transcriber
+
+            self._transcriber = make_transcriber(self.cfg)
 
     # ---- plain routes ----------------------------------------------------------------------
 
@@ -394,6 +399,17 @@ class Ingress:
             return [], None
         raise ProtocolError("unknown_event", f"unhandled event {ev!r}")
 
+    async def _transcribe(self, link: _Link, audio: np.ndarray) -> str:
+        """The user's words (sent as ``input.transcript``); empty when ASR fails."""
+        try:
+            text = await asyncio.to_thread(self._transcriber.transcribe, audio, INPUT_SAMPLE_RATE)
+        except Exception as e:  # a failed transcript must not end the session
+            self.metrics.error("transcription_failed")
+            await link.send(error_event("transcription_failed", f"could not transcribe: {e}"))
+            return ""
+        await link.send(event("input.transcript", text=text))
+        return text
+
     async def _start_response(self, link: _Link, session: RealtimeSession, turn: Turn) -> None:
         await link.cancel_response()
         if turn.audio.size < INPUT_SAMPLE_RATE // 10:
@@ -401,6 +417,9 @@ class Ingress:
             return
         t_end = time.perf_counter()
         history = list(session.history)
+        transcript = None
+        if self._transcriber is not None:  # in parallel with the answer
+            transcript = asyncio.ensure_future(self._transcribe(link, turn.audio))
 
         async def run() -> None:
             text, done = "", None
@@ -419,7 +438,7 @@ class Ingress:
             finally:
                 await answer.aclose()  # cancels the model stream when the client barged in
             if done is not None and done.get("status") == "completed":
-                session.add_exchange("", text)
+                session.add_exchange(await transcript if transcript else "", text)
 
         link.response_id = None
         link.task = asyncio.get_running_loop().create_task(run())

@@ -189,3 +189,11 @@ def demo_unit_tokenizer(cfg: PlatformConfig, path: Path | None = None) -> Path:
     tok.save(tmp)
     tmp.replace(path)  # atomic: replicas starting together never read half a file
     return path
+
+
+def make_transcriber(cfg: PlatformConfig) -> Any:
+    """The ingress's transcriber of user turns (Whisper from ``audio.asr_model_path``, else the
+    packaged tiny.en), one torch-free CTranslate2 thread."""
+    from opens2s.audio.asr import Transcriber
+
+    return Transcriber(cfg.audio.asr_model_path, beam_size=cfg.audio.asr_beam_size, cpu_threads=1)

@@ -24,6 +24,7 @@ let player = null; // { ctx, analyser, nextTime }
 let turnEndedAt = null;
 let firstAudioSeen = false;
 let assistantLine = null;
+let userLine = null;
 
 function setStatus(s) {
   state.status = s;
@@ -127,8 +128,11 @@ function onEvent(ev) {
     case "input.speech_stopped":
       turnEndedAt = performance.now();
       firstAudioSeen = false;
-      addLine("user", `(you spoke ${(ev.turn_ms / 1000).toFixed(1)} s)`);
+      userLine = addLine("user", `(you spoke ${(ev.turn_ms / 1000).toFixed(1)} s)`);
       setStatus("thinking");
+      break;
+    case "input.transcript":
+      if (userLine) userLine.textContent = "you: " + ev.text;
       break;
     case "response.created":
       assistantLine = addLine("assistant", "");
