@@ -28,6 +28,8 @@ from opens2s.pipeline.summary import format_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH_STEPS = ("units", "corpus", "align", "finetune")
+# Read once: both runs of this module must see the same tiny.yaml even while it is being edited.
+TINY_YAML = (ROOT / "jobs/configs/tiny.yaml").read_text()
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -36,8 +38,10 @@ def tiny_pipeline_config(
     run_dir: Path, serve_port: int, stages: tuple[str, ...] = ("align", "finetune")
 ) -> PlatformConfig:
     """tiny.yaml with a few dialogues and two steps per stage."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "tiny.yaml").write_text(TINY_YAML)
     return load_config(
-        ROOT / "jobs/configs/tiny.yaml",
+        run_dir / "tiny.yaml",
         {
             "run_dir": str(run_dir),
             "data.scenarios.num_dialogues": 4,
