@@ -85,6 +85,8 @@ class RenderSettings(_Stage):
     audio_format: Literal["flac", "wav"] = "flac"
     batch_size: int = Field(4, gt=0)
     """Dialogues per rendering batch."""
+    gpus_per_worker: float = Field(0.0, ge=0)
+    """GPUs per rendering worker (e.g. 1 for audio.tts_engine cosyvoice2 on a GPU cluster)."""
 
 
 class UnitSettings(_Stage):

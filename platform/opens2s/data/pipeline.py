@@ -112,8 +112,8 @@ def apply_stages(
     ds,
     stages: Iterable[StageSpec],
     workers: int,
-    cpus_per_worker: float = 1.0,
-    worker_retries: int = 2,
+    cpus_per_worker: float,
+    worker_retries: int,
 ):
     """Compose stages on a Ray Dataset of sample rows (the pipeline is only this composition).
     Each stage worker asks for ``spec.num_cpus * cpus_per_worker`` logical CPUs."""
@@ -183,6 +183,7 @@ def script_stages(cfg: PlatformConfig, scen, *, template_only: bool = False) -> 
             {"audio": cfg.audio},
             batch_size=cfg.data.render.batch_size,
             holds_model=cfg.audio.tts_engine != "espeak",
+            num_gpus=cfg.data.render.gpus_per_worker,
         ),
     ]
 
