@@ -152,11 +152,21 @@ def apply_stages(
     return ds
 
 
+TEMPLATE_BATCH = 16  # dialogues per template-writer / validation batch (microseconds each)
+
+
+def template_writer_stage(scen) -> StageSpec:
+    """The offline template writer as a stage."""
+    return StageSpec(
+        "writer", write_template_scripts, {"settings": scen}, batch_size=TEMPLATE_BATCH
+    )
+
+
 def writer_stage(cfg: PlatformConfig, scen) -> StageSpec:
     """The script-writer stage the config asks for."""
     w = cfg.data.writer
     if w.kind == "template":
-        return StageSpec("writer", write_template_scripts, {"settings": scen}, batch_size=16)
+        return template_writer_stage(scen)
     from opens2s.data import writer_llm
 
     return writer_llm.llm_writer_stage(w, scen, cfg.data.validation)
@@ -164,18 +174,14 @@ def writer_stage(cfg: PlatformConfig, scen) -> StageSpec:
 
 def script_stages(cfg: PlatformConfig, scen, *, template_only: bool = False) -> list[StageSpec]:
     """Writer + validation + rendering: what both the fitting step and the main pass run."""
-    writer = (
-        StageSpec("writer", write_template_scripts, {"settings": scen}, batch_size=16)
-        if template_only
-        else writer_stage(cfg, scen)
-    )
+    writer = template_writer_stage(scen) if template_only else writer_stage(cfg, scen)
     return [
         writer,
         StageSpec(
             "validation",
             validate_scripts,
             {"settings": cfg.data.validation, "scenarios": scen},
-            batch_size=16,
+            batch_size=TEMPLATE_BATCH,
         ),
         StageSpec(
             "render",
