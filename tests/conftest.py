@@ -154,11 +154,16 @@ def artifacts_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def train_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
-    """A small training corpus (16 good records, 2 bad) and its expected skip counts."""
+    """A small training corpus (16 good records, 2 bad, a units/tokenizer.npz) and its expected
+    skip counts."""
     from opens2s.train.toy_corpus import write_toy_corpus
 
     root = tmp_path_factory.mktemp("train-corpus")
-    return root, write_toy_corpus(root)
+    expected = write_toy_corpus(root)
+    # Stands in for the corpus's unit tokenizer: export must carry it along byte for byte.
+    (root / "units").mkdir()
+    (root / "units" / "tokenizer.npz").write_bytes(os.urandom(256))
+    return root, expected
 
 
 def train_test_config(run_dir: Path, corpus: Path, **train: object):

@@ -44,11 +44,13 @@ def test_checkpoints_hold_every_ranks_zero_shard_and_only_the_last_k_are_kept(
     assert len(shards) == cfg.train.num_workers == 2, shards
 
 
-def test_exported_model_loads_and_decodes(train_reference_run):
+def test_exported_model_loads_and_decodes(train_reference_run, train_corpus):
     from opens2s.model import load_model
     from opens2s.model.streaming import Done, SamplingParams, StreamingDecoder
 
     _, summary = train_reference_run
+    units = Path(summary.model_dir) / "units" / "tokenizer.npz"
+    assert units.read_bytes() == (train_corpus[0] / "units" / "tokenizer.npz").read_bytes()
     model, tokenizer = load_model(summary.model_dir)
     trained = full_state_dict(Path(summary.stages[0].checkpoint))
     for name, tensor in model.state_dict().items():

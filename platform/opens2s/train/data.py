@@ -52,10 +52,6 @@ class RecordErrorTally:
     def by_reason(self) -> dict[str, int]:
         return dict(Counter(reason for reason, _ in self._errors.values()))
 
-    def examples(self, limit: int = 5) -> list[dict[str, str]]:
-        items = list(self._errors.items())[:limit]
-        return [{"id": i, "reason": r, "message": m} for i, (r, m) in items]
-
 
 def create_error_tally(name: str) -> ray.actor.ActorHandle:
     """A fresh named tally for one training stage (killed with :func:`close_error_tally`)."""

@@ -35,7 +35,8 @@ from opens2s.train.metrics import MetricsLog
 from opens2s.train.model_source import build_initial_model
 from opens2s.train.stages import add_lora, apply_stage, stage_lora
 
-MODEL_INPUT_EXCLUDE = ("ids",)
+NOT_INPUTS = ("ids",)
+"""Batch keys that are not model inputs (record ids, kept for debugging)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # 4. The loop: micro-batches -> optimizer steps, epoch after epoch until max_steps.
     shard = ray.train.get_dataset_shard("train")
     device = engine.device
+    dtype = next(engine.module.parameters()).dtype  # bf16 on GPU: features follow the weights
     step, epoch, batch_in_epoch = state.step, state.epoch, state.batch_in_epoch
     sums = _LossSums()
     t_step = time.perf_counter()
@@ -120,11 +122,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if index < batch_in_epoch:
                 continue  # consumed before the checkpoint this run resumed from
             batch_in_epoch = index + 1
-            inputs = {
-                k: (v.to(device) if isinstance(v, torch.Tensor) else v)
-                for k, v in batch.items()
-                if k not in MODEL_INPUT_EXCLUDE
-            }
+            inputs = {k: _to(v, device, dtype) for k, v in batch.items() if k not in NOT_INPUTS}
             out = engine(**inputs)
             engine.backward(out.loss)
             lr = float(engine.get_lr()[0])  # the rate this optimizer step uses
@@ -170,6 +168,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"{world} workers (check the skipped-record counts)"
             )
         epoch, batch_in_epoch = epoch + 1, 0
+
+
+def _to(value: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """A batch value on the engine's device; floating tensors in the weights' dtype."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
 
 
 class _LossSums:
