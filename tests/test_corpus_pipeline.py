@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -125,41 +124,46 @@ def test_killed_driver_then_rerun_gives_every_sample_exactly_once(
     import ray
 
     corpus = str(tmp_path / "corpus")
+    total, shards = 48, 12
     config = write_config(
         tmp_path / "c.yaml",
         corpus,
-        scenarios__num_dialogues=24,
-        output__shard_size=4,
+        scenarios__num_dialogues=total,
+        output__shard_size=total // shards,
         workers=1,
         units__tokenizer_path=unit_tokenizer,
     )
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    env["PYTHONUNBUFFERED"] = "1"
     driver = subprocess.Popen(
         [sys.executable, str(ROOT / "jobs" / "build_corpus.py"), "--config", str(config)],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
-        while not output.completed_shards(corpus):
-            assert driver.poll() is None, "the job ended before it committed any shard"
-            time.sleep(0.05)
-        driver.send_signal(signal.SIGKILL)
+        # Kill the driver the moment it reports its first committed shard.
+        for line in driver.stdout:
+            if "committed" in line:
+                driver.send_signal(signal.SIGKILL)
+                break
         driver.wait()
     finally:
         if driver.poll() is None:
             driver.kill()
+    assert driver.returncode == -signal.SIGKILL, "the job ended before it committed a shard"
     before = output.completed_shards(corpus)
-    assert 0 < len(before) < 6, f"kill came too late to test resumption: {sorted(before)}"
+    assert 0 < len(before) < shards, f"kill came too late to test resumption: {sorted(before)}"
     stamps = {s: os.stat(output.shard_uri(corpus, s)).st_mtime_ns for s in before}
 
     summary = build_corpus(load_config(config))
 
     kept, dropped = corpus_ids(corpus)
     ids = kept + dropped
-    assert len(ids) == len(set(ids)) == 24
-    assert set(ids) == {sample_id(0, i) for i in range(24)}
-    assert summary["dialogues_written"] + summary["dialogues_quarantined"] == 24
+    assert len(ids) == len(set(ids)) == total
+    assert set(ids) == {sample_id(0, i) for i in range(total)}
+    assert summary["dialogues_written"] + summary["dialogues_quarantined"] == total
     # Shards finished before the kill were not redone.
     assert {s: os.stat(output.shard_uri(corpus, s)).st_mtime_ns for s in before} == stamps
 
