@@ -185,6 +185,10 @@ TRIED = [
     "K=1024 both rates, 300 train sentences, 4 passes: source 15.2%; 25/s centroids 25.6%, "
     "+ learned unit->mel decoder (800 steps) 18.8% (streamed 17.5%); 12.5/s centroids 37.9%, "
     "+ decoder 35.9%",
+    "25/s K=2048, 12.5/s K=4096, 600 train sentences, 5 passes, decoder 192x3 1000 steps: source "
+    "15.5%; 25/s centroids 23.0%, + decoder 20.4% (streamed 18.1%); 12.5/s centroids 29.4%, "
+    "+ decoder 28.8%; vocoder RTF 0.059, stream RTF 0.18",
+    "same, 12.5/s only, decoder 256x4 2000 steps: centroids 29.4%, + decoder 24.3%",
     "STACK-NOTES (2 voices, one female): 25/s K=4096 32.3%, K=1024 45.0%; mel->Griffin-Lim without "
     "quantization 7.2% vs source 11.7%: Griffin-Lim is not the bottleneck",
 ]
@@ -231,10 +235,10 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=5)
     ap.add_argument("--gl-iters", type=int, default=32)
     ap.add_argument(
-        "--decoder-steps", type=int, default=1000, help="train a unit->mel decoder (0: no)"
+        "--decoder-steps", type=int, default=2000, help="train a unit->mel decoder (0: no)"
     )
-    ap.add_argument("--decoder-hidden", type=int, default=192)
-    ap.add_argument("--decoder-layers", type=int, default=3)
+    ap.add_argument("--decoder-hidden", type=int, default=256)
+    ap.add_argument("--decoder-layers", type=int, default=4)
     ap.add_argument("--rates", default="25,12.5", help="unit rates to measure, comma-separated")
     ap.add_argument("--speaker", default=ASSISTANT_SPEAKER)
     ap.add_argument("--out", default="artifacts/bench_units", help="where to leave sample wavs")

@@ -26,7 +26,13 @@ import torch
 
 from opens2s.audio.features import SpeechMelSpec, speech_mel
 from opens2s.audio.io import AudioError, load_audio, resample
-from opens2s.audio.mel_decoder import UnitMelDecoder, train_decoder
+from opens2s.audio.mel_decoder import (
+    DEFAULT_HIDDEN,
+    DEFAULT_LAYERS,
+    DEFAULT_STEPS,
+    UnitMelDecoder,
+    train_decoder,
+)
 from opens2s.config.audio import AudioSection
 
 _DEFAULTS = AudioSection()
@@ -158,9 +164,9 @@ class MelKMeansUnits:
         self,
         sources: Iterable[WaveSource],
         *,
-        steps: int = 1500,
-        hidden: int = 192,
-        layers: int = 3,
+        steps: int = DEFAULT_STEPS,
+        hidden: int = DEFAULT_HIDDEN,
+        layers: int = DEFAULT_LAYERS,
         seed: int = 0,
         progress: Callable[[str], None] | None = None,
     ) -> MelKMeansUnits:
