@@ -33,3 +33,15 @@ def test_gpu_config_loads_with_s3_run_dir_and_gpu_workers() -> None:
     assert cfg.run_dir.startswith("s3://")
     assert any(g.resources.gpu > 0 for g in cfg.cluster.worker_groups)
     assert any(g.resources.gpu == 0 for g in cfg.cluster.worker_groups)
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "jobs/configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_config_loads_and_renders_valid_kuberay_manifests(path: Path) -> None:
+    from opens2s.cluster import manifest_problems, render_manifests
+
+    cfg = load_config(path)
+    for name, manifest in render_manifests(cfg).items():
+        if manifest["kind"] != "ConfigMap":
+            assert manifest_problems(manifest) == [], (path.name, name)
