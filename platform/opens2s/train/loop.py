@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from opens2s import storage
 from opens2s.config.model import ModelSection
 from opens2s.config.train import Stage, TrainSection
 from opens2s.train import checkpoints
@@ -145,12 +146,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 start_step=start_step,
             )
             state = checkpoints.TrainState(step=step, epoch=epoch, batch_in_epoch=batch_in_epoch)
+            checkpoint_now = step % train.checkpoint_every == 0 or step == train.max_steps
             if log is not None:
                 log.append(metrics)
                 _print_progress(cfg.stage, metrics, train.max_steps)
-            if step % train.checkpoint_every == 0 or step == train.max_steps:
-                if log is not None:
+                # A local log is rewritten every step (watchable live); objects on S3 cannot be
+                # appended to, so there the log is written with each checkpoint.
+                if checkpoint_now or not storage.is_s3(log.uri):
                     log.flush()
+            if checkpoint_now:
                 _save_and_report(engine, tokenizer, state, metrics, cfg, rank)
             else:
                 ray.train.report(metrics)

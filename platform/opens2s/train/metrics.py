@@ -1,8 +1,8 @@
 """Per-step training metrics: a ``metrics.jsonl`` log in run storage and a ``loss.png`` plot.
 
-Rank 0 keeps the rows in memory and writes the whole file at each checkpoint and at the end, so
-the log works the same on a local path and on s3:// (objects cannot be appended to). After a
-restart the log is read back and cut at the step the run resumes from.
+Rank 0 keeps the rows in memory and rewrites the whole file (atomically): every step on a local
+path, at each checkpoint and at the end on s3:// (objects cannot be appended to). After a restart
+the log is read back and cut at the step the run resumes from.
 """
 
 from __future__ import annotations
