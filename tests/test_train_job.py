@@ -32,9 +32,9 @@ def job_cluster(s3_server, tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
     """A one-node Ray cluster of our own; yields (dashboard URL, env for the ray CLI)."""
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
     env.pop("RAY_ADDRESS", None)
-    dashboard_port = free_port()
+    dashboard_port, gcs_port = free_port(), free_port()
     ports = {
-        "--port": free_port(),
+        "--port": gcs_port,
         "--dashboard-port": dashboard_port,
         "--dashboard-agent-listen-port": free_port(),
         "--dashboard-agent-grpc-port": free_port(),
@@ -65,6 +65,11 @@ def job_cluster(s3_server, tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
         os.killpg(proc.pid, signal.SIGKILL)  # our `ray start` and everything it started
         proc.wait()
         log.close()
+        # `ray start` recorded its address for address-less ray.init() calls; a dead entry
+        # would make those fail (what `ray stop` would clean up).
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.is_file() and current.read_text().strip().endswith(f":{gcs_port}"):
+            current.unlink()
 
 
 def test_ray_job_submit_trains_from_s3_corpus_into_s3_run_dir(
