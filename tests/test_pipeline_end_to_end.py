@@ -253,3 +253,23 @@ def test_a_failing_job_stops_the_pipeline_with_its_exit_status(ray_head, tmp_pat
     assert rec.status == "failed" and rec.ray_job_id
     assert "checkpoint" in rec.error
     assert RunManifest.load(cfg.run_dir).steps["serve"].status == "pending"
+
+
+def test_cli_address_mode_exits_nonzero_naming_the_failed_step_and_job(ray_head, tmp_path) -> None:
+    cfg = tiny_pipeline_config(tmp_path / "empty-run", free_port())
+    config = tmp_path / "cfg.yaml"
+    config.write_text(cfg.to_yaml())
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "opens2s"), "pipeline", "--config", str(config)]
+        + ["--address", ray_head.address, "--from", "export", "--until", "export"],
+        cwd=tmp_path,
+        env=dict(os.environ, RAY_AUTH_MODE="disabled"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 1, r.stdout[-2000:]
+    assert "[train] submitted Ray job opens2s-train-" in r.stdout
+    assert "export    failed" in r.stdout
+    assert "pipeline step 'export': Ray job opens2s-train-" in r.stderr
+    assert "ended FAILED" in r.stderr
