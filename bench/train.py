@@ -38,7 +38,7 @@ def ddp_loop_per_worker(config: dict) -> None:
 
     train, stage, source = config["train"], config["stage"], config["source"]
     torch.manual_seed(train.seed)
-    model, _ = build_initial_model(source)
+    model, _ = build_initial_model(source, config["audio"])
     apply_stage(model, stage)
     model = prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})
     params = [p for p in model.parameters() if p.requires_grad]
@@ -105,7 +105,7 @@ def run_ddp(cfg, work: Path) -> list[dict]:
 
     tally_name = f"bench-ddp-{os.getpid()}"
     tally = create_error_tally(tally_name)
-    ds = corpus_dataset(cfg.train.corpus, cfg.model, tally_name).materialize()
+    ds = corpus_dataset(cfg.train.corpus, cfg.model, cfg.audio, tally_name).materialize()
     work.mkdir(parents=True, exist_ok=True)
     rows_uri = work / "ddp.jsonl"
     execution = DataConfig.default_ingest_options()
@@ -116,6 +116,7 @@ def run_ddp(cfg, work: Path) -> list[dict]:
             "train": cfg.train,
             "stage": "finetune",
             "source": cfg.model,
+            "audio": cfg.audio,
             "rows_uri": str(rows_uri),
         },
         scaling_config=ScalingConfig(

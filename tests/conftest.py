@@ -33,7 +33,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Workers do not see pytest's sys.path.
 _pp = [str(ROOT / "platform"), str(TESTS), str(ROOT)]
-os.environ["PYTHONPATH"] = os.pathsep.join(_pp + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    _pp + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
 # Console scripts of the venv (moto_server, opens2s, ray) on PATH even when pytest is called by path.
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 

@@ -75,6 +75,18 @@ def test_upload_dir_and_copy_to_local_mirror_a_tree(root: str, tmp_path: Path) -
     assert one == tmp_path / "one" / "shard-00000.jsonl" and one.read_text() == '{"id": 1}\n'
 
 
+def test_s3_directory_markers_are_not_listed_or_copied(s3_bucket: str, tmp_path: Path) -> None:
+    # pyarrow's S3 filesystem (Ray Train's checkpoint uploads) leaves empty "dir/" objects.
+    client = storage.s3_client()
+    client.put_object(Bucket=s3_bucket, Key="ckpt/", Body=b"")
+    client.put_object(Bucket=s3_bucket, Key="ckpt/rank_0/", Body=b"")
+    client.put_object(Bucket=s3_bucket, Key="ckpt/rank_0/state.pt", Body=b"weights")
+    uri = f"s3://{s3_bucket}/ckpt"
+    assert storage.list_prefix(uri) == [f"{uri}/rank_0/state.pt"]
+    back = storage.copy_to_local(uri, tmp_path / "ckpt")
+    assert (back / "rank_0" / "state.pt").read_bytes() == b"weights"
+
+
 def test_pyarrow_filesystem_writes_parquet_that_boto3_lists(s3_bucket: str) -> None:
     uri = f"s3://{s3_bucket}/tables/m.parquet"
     fs, path = storage.pyarrow_filesystem(uri)

@@ -190,7 +190,9 @@ def delete(uri: str | Path) -> None:
 def list_prefix(uri: str | Path) -> list[str]:
     """Every file/object below a directory/prefix (recursively), as full URIs, sorted.
 
-    A missing directory or prefix lists as empty. Temporary files of atomic writes are skipped.
+    A missing directory or prefix lists as empty. Temporary files of atomic writes are skipped,
+    and so are the empty ``dir/`` marker objects pyarrow's S3 filesystem writes (files only, as
+    on a local disk).
     """
     uri = str(uri)
     if not is_s3(uri):
@@ -207,7 +209,11 @@ def list_prefix(uri: str | Path) -> list[str]:
     out: list[str] = []
     paginator = s3_client().get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        out.extend(f"{S3_SCHEME}{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
+        out.extend(
+            f"{S3_SCHEME}{bucket}/{obj['Key']}"
+            for obj in page.get("Contents", [])
+            if not obj["Key"].endswith("/")
+        )
     return sorted(out)
 
 

@@ -22,7 +22,9 @@ app.add_typer(model_cli.app, name="model", help="Inspect and talk to a model.")
 app.add_typer(corpus_cli.app, name="corpus", help="Build and inspect the speech-dialogue corpus.")
 app.add_typer(cluster_cli.app, name="cluster", help="Render KubeRay manifests from the config.")
 app.command("train", help="Train on a corpus with Ray Train + DeepSpeed.")(train_cli.train)
-app.command("serve", help="Serve the model on Ray Serve (WebSocket, HTTP, web page).")(serve_cli.serve)
+app.command("serve", help="Serve the model on Ray Serve (WebSocket, HTTP, web page).")(
+    serve_cli.serve
+)
 app.command("pipeline", help="Corpus -> units -> training -> export -> serve -> one spoken turn.")(
     pipeline_cli.pipeline
 )

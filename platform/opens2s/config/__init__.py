@@ -39,12 +39,21 @@ class PlatformConfig(BaseModel):
     serve: ServeSection = ServeSection()
     cluster: ClusterSection = ClusterSection()
 
+    def corpus_uri(self) -> str:
+        """Where the corpus lives: ``data.output.uri``, else ``<run_dir>/corpus``. The one copy of
+        this rule: the corpus job writes there, training and the pipeline read there."""
+        from opens2s import storage
+
+        return self.data.output.uri or storage.join(self.run_dir, "corpus")
+
     def to_yaml(self) -> str:
         """The config as YAML, every field spelled out."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PlatformConfig:
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> PlatformConfig:
     """Load a YAML config (or the embedded default when ``path`` is None), applying overrides.
 
     ``overrides`` maps dotted keys (``"train.max_steps"``) to values.
@@ -59,7 +68,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at top level, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"config file {p} must hold a mapping at top level, got {type(loaded).__name__}"
+            )
         raw = loaded or {}
     for key, value in (overrides or {}).items():
         node = raw

@@ -32,7 +32,7 @@ class TrainSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # What to train, from where
-    stages: list[Stage] = ["finetune"]
+    stages: list[Stage] = ["align", "finetune"]
     """Stages run in order; each later stage starts from the previous stage's final weights.
     ``align``: audio adapter + llm2tts/llm_ln + spk2tts/spk_ln; ``finetune``: adapter + LLM +
     TTS LM (+ the bridges). The audio encoder stays frozen in both. The first stage starts from

@@ -224,7 +224,7 @@ def corpus_stages(cfg: PlatformConfig, scen, root: str, tokenizer_uri: str) -> l
 
 def corpus_uri(cfg: PlatformConfig) -> str:
     """The corpus root: ``data.output.uri`` or ``<run_dir>/corpus``."""
-    return cfg.data.output.uri or storage.join(cfg.run_dir, "corpus")
+    return cfg.corpus_uri()
 
 
 # Audio settings that change what a corpus holds (VAD, vocoder, serving settings do not).

@@ -50,7 +50,7 @@ def _need(module: str, *names: str) -> list[Any]:
 
 def corpus_root(cfg: PlatformConfig) -> str:
     """Where the corpus lives: ``data.output.uri`` or ``<run_dir>/corpus``."""
-    return cfg.data.output.uri or storage.join(cfg.run_dir, "corpus")
+    return cfg.corpus_uri()
 
 
 def model_dir(cfg: PlatformConfig) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 import ray
 
 from opens2s import storage
+from opens2s.config.audio import AudioSection
 from opens2s.config.model import ModelSection
 
 TALLY_NAMESPACE = "opens2s-train"
@@ -72,25 +73,32 @@ class RecordEncoderCache:
     later stage of the same cluster finds the encoder built and its imports done.
     """
 
-    _encoders: dict[tuple[str, str], tuple[Any, int]] = {}
+    _encoders: dict[tuple[str, str, str], tuple[Any, int]] = {}
 
     @classmethod
-    def get(cls, source_json: str, corpus: str) -> tuple[Any, int]:
-        """``(RecordEncoder, unit_vocab_size)`` for the model section (as JSON) and corpus."""
-        key = (source_json, corpus)
+    def get(cls, source_json: str, audio_json: str, corpus: str) -> tuple[Any, int]:
+        """``(RecordEncoder, unit_vocab_size)`` for the model and audio sections (as JSON) and
+        corpus."""
+        key = (source_json, audio_json, corpus)
         if key not in cls._encoders:
             from opens2s.model.records import RecordEncoder
             from opens2s.train.model_source import config_and_tokenizer
 
             source = ModelSection.model_validate_json(source_json)
-            config, tokenizer = config_and_tokenizer(source)
+            audio = AudioSection.model_validate_json(audio_json)
+            config, tokenizer = config_and_tokenizer(source, audio)
             encoder = RecordEncoder(tokenizer, config, corpus, section=source)
             cls._encoders[key] = (encoder, config.unit_vocab_size)
         return cls._encoders[key]
 
 
 def encode_records(
-    batch: dict[str, np.ndarray], *, source_json: str, corpus: str, tally_name: str
+    batch: dict[str, np.ndarray],
+    *,
+    source_json: str,
+    audio_json: str,
+    corpus: str,
+    tally_name: str,
 ) -> dict[str, np.ndarray]:
     """Ray Data map: JSONL lines -> encoded samples (``{"id", "sample"}`` rows).
 
@@ -99,7 +107,7 @@ def encode_records(
     """
     from opens2s.model.records import RecordError, parse_record
 
-    encoder, unit_vocab_size = RecordEncoderCache.get(source_json, corpus)
+    encoder, unit_vocab_size = RecordEncoderCache.get(source_json, audio_json, corpus)
     tally = ray.get_actor(tally_name, namespace=TALLY_NAMESPACE)
     ids: list[str] = []
     samples: list[bytes] = []
@@ -130,7 +138,12 @@ def _reason(error: Exception) -> str:
 
 
 def corpus_dataset(
-    corpus: str, source: ModelSection, tally_name: str, *, encode_cpus: float = 0.5
+    corpus: str,
+    source: ModelSection,
+    audio: AudioSection,
+    tally_name: str,
+    *,
+    encode_cpus: float = 0.5,
 ) -> ray.data.Dataset:
     """The corpus as a Ray Dataset of encoded samples, in shard order.
 
@@ -150,6 +163,7 @@ def corpus_dataset(
         encode_records,
         fn_kwargs={
             "source_json": source.model_dump_json(),
+            "audio_json": audio.model_dump_json(),
             "corpus": corpus,
             "tally_name": tally_name,
         },

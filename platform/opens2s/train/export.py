@@ -91,26 +91,10 @@ def _local_checkpoint(ckpt: Any, scratch: Path) -> Path:
         return Path(ckpt.to_directory(str(scratch)))
     uri = str(ckpt)
     if storage.is_s3(uri):
-        return _download_prefix(uri, scratch)
+        if not storage.list_prefix(uri):
+            raise FileNotFoundError(f"checkpoint {uri} holds no objects")
+        return storage.copy_to_local(uri, scratch)
     path = Path(uri)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint {uri} is not a directory")
     return path
-
-
-def _download_prefix(uri: str, dest: Path) -> Path:
-    """Copy every object below an s3:// prefix into ``dest``, keeping relative paths.
-
-    Skips the empty ``dir/`` marker objects pyarrow's S3 filesystem (Ray Train's uploads) writes.
-    """
-    base = uri.rstrip("/") + "/"
-    objects = [o for o in storage.list_prefix(uri) if not o.endswith("/")]
-    if not objects:
-        raise FileNotFoundError(f"checkpoint {uri} holds no objects")
-    client = storage.s3_client()
-    for obj in objects:
-        target = dest / obj[len(base) :]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        bucket, key = storage.split_s3(obj)
-        client.download_file(bucket, key, str(target))
-    return dest

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from opens2s import storage
+from opens2s.config.audio import AudioSection
 from opens2s.config.model import ModelSection
 from opens2s.config.train import Stage, TrainSection
 from opens2s.train import checkpoints
@@ -59,6 +60,7 @@ class LoopConfig:
     train: TrainSection
     stage: Stage
     source: ModelSection
+    audio: AudioSection
     metrics_uri: str
     kill: KillWorker | None = None
 
@@ -78,7 +80,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         skip_shm_comm_build()
 
     # 1. Model, stage freeze set, optional LoRA.
-    model, tokenizer = build_initial_model(cfg.source)
+    model, tokenizer = build_initial_model(cfg.source, cfg.audio)
     apply_stage(model, cfg.stage)
     lora = stage_lora(train.lora, cfg.stage)
     if lora is not None:

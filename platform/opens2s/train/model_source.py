@@ -7,6 +7,7 @@ import tempfile
 from typing import Any
 
 from opens2s import storage
+from opens2s.config.audio import AudioSection
 from opens2s.config.model import ModelSection
 
 
@@ -19,14 +20,17 @@ def _local_checkpoint(section: ModelSection) -> ModelSection:
     return section.model_copy(update=update)
 
 
-def build_initial_model(section: ModelSection) -> tuple[Any, Any]:
-    """(model, tokenizer) to train: fp32 master weights on CPU; DeepSpeed moves and casts them."""
+def build_initial_model(section: ModelSection, audio: AudioSection) -> tuple[Any, Any]:
+    """(model, tokenizer) to train: fp32 master weights on CPU; DeepSpeed moves and casts them.
+
+    A preset's unit vocabulary and rate follow the ``audio`` section (the speech tokenizer's).
+    """
     from opens2s.model import model_from_section
 
-    return model_from_section(_local_checkpoint(section))
+    return model_from_section(_local_checkpoint(section), audio)
 
 
-def config_and_tokenizer(section: ModelSection) -> tuple[Any, Any]:
+def config_and_tokenizer(section: ModelSection, audio: AudioSection) -> tuple[Any, Any]:
     """(OpenS2SConfig, tokenizer) of the model, without building its weights."""
     from opens2s.model import OpenS2SConfig, build_tokenizer
     from opens2s.model.presets import preset_config
@@ -35,4 +39,4 @@ def config_and_tokenizer(section: ModelSection) -> tuple[Any, Any]:
     section = _local_checkpoint(section)
     if section.checkpoint:
         return OpenS2SConfig.from_pretrained(section.checkpoint), load_tokenizer(section.checkpoint)
-    return preset_config(section.preset, section), build_tokenizer(section.preset)
+    return preset_config(section.preset, section, audio), build_tokenizer(section.preset)

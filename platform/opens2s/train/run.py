@@ -100,7 +100,7 @@ def stage_dir(cfg: PlatformConfig, stage: str) -> str:
 def corpus_uri(cfg: PlatformConfig) -> str:
     """The corpus training reads: ``train.corpus``, else where the corpus job writes it
     (``data.output.uri``, else ``<run_dir>/corpus``)."""
-    return cfg.train.corpus or cfg.data.output.uri or storage.join(cfg.run_dir, "corpus")
+    return cfg.train.corpus or cfg.corpus_uri()
 
 
 def run_training(cfg: PlatformConfig, *, kill: KillWorker | None = None) -> TrainSummary:
@@ -154,7 +154,7 @@ def fit_stage(
     tally = create_error_tally(tally_name)
     t0 = time.perf_counter()
     try:
-        dataset = corpus_dataset(corpus_uri(cfg), source, tally_name)
+        dataset = corpus_dataset(corpus_uri(cfg), source, cfg.audio, tally_name)
         if train.materialize_corpus:
             dataset = dataset.materialize()
         fs, storage_path = storage.pyarrow_filesystem(storage.join(cfg.run_dir, "train"))
@@ -165,7 +165,7 @@ def fit_stage(
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={
-                "loop": LoopConfig(train, stage, source, metrics_uri, kill),
+                "loop": LoopConfig(train, stage, source, cfg.audio, metrics_uri, kill),
             },
             scaling_config=ScalingConfig(
                 num_workers=train.num_workers,
