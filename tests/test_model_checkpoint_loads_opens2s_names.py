@@ -20,8 +20,9 @@ def _batch(model):
         tokenize=True,
         return_dict=False,
     )
-    values = torch.randn(1, 128, 3000, generator=torch.Generator().manual_seed(0))
-    mask = torch.zeros(1, 3000, dtype=torch.long)
+    frames = model.config.audio_window_frames
+    values = torch.randn(1, 128, frames, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(1, frames, dtype=torch.long)
     mask[0, :180] = 1
     return {"input_ids": torch.tensor([ids]), "speech_values": values, "speech_mask": mask}
 
@@ -118,6 +119,7 @@ def test_released_style_config_without_our_fields_loads(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(released))
     config = OpenS2SConfig.from_pretrained(tmp_path)
     assert config.spk_emb_dim == 512 and config.tts_eos_token_id == 16384
+    assert config.audio_window_frames == 3000  # the encoder's 30 s windows (1500 positions)
     sd = opens2s_state_dict(config)
     assert sd["tts_lm_model.spk2tts.weight"].shape == (64, 512)
     save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "model.safetensors")

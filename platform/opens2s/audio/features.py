@@ -2,9 +2,11 @@
 
 ``log_mel`` reproduces ``transformers.WhisperFeatureExtractor(feature_size=n_mels)`` (16 kHz, 400-point
 Hann STFT, hop 160, Slaney mel filters up to 8 kHz, log10 with an 8-decade floor below the window's
-peak, scaled by (x + 4) / 4) without importing transformers. Audio is cut into 30 s windows; each
-window is padded with zeros to 30 s and featurised on its own, exactly as the extractor does with a
-30 s input, and the windows are concatenated along time.
+peak, scaled by (x + 4) / 4) without importing transformers. Audio is cut into encoder windows
+(30 s by default, the released encoders'; a model with a shorter encoder window passes its own
+``OpenS2SConfig.audio_window_frames``); each window is padded with zeros to its full length and
+featurised on its own, exactly as the extractor does with a 30 s input, and the windows are
+concatenated along time.
 
 ``speech_mel`` is the invertible mel spectrogram the unit tokenizer quantizes and the vocoder turns
 back into a wave (natural-log magnitude mel, 10 ms hop).
@@ -78,9 +80,18 @@ def _check_wave(wave: np.ndarray, sr: int) -> np.ndarray:
     return arr
 
 
-def num_windows(n_samples: int) -> int:
-    """How many 30 s windows audio of ``n_samples`` (16 kHz) occupies (at least one)."""
-    return max(1, -(-n_samples // WINDOW_SAMPLES))
+def num_windows(n_samples: int, window_frames: int | None = None) -> int:
+    """How many encoder windows (default 30 s) audio of ``n_samples`` (16 kHz) occupies (>= 1)."""
+    window_samples = _window_frames(window_frames) * WHISPER_HOP
+    return max(1, -(-n_samples // window_samples))
+
+
+def _window_frames(window_frames: int | None) -> int:
+    if window_frames is None:
+        return WINDOW_FRAMES
+    if int(window_frames) <= 0:
+        raise ValueError(f"window_frames={window_frames}: expected a positive frame count")
+    return int(window_frames)
 
 
 def valid_frames(n_samples: int) -> int:
@@ -89,7 +100,7 @@ def valid_frames(n_samples: int) -> int:
 
 
 def _whisper_windows(windows: torch.Tensor, n_mels: int) -> torch.Tensor:
-    """[W, 480000] zero-padded windows -> [W, n_mels, 3000] features, as the extractor computes."""
+    """[W, S] zero-padded windows -> [W, n_mels, S // 160] features, as the extractor computes."""
     hann = torch.hann_window(WHISPER_N_FFT)
     stft = torch.stft(windows, WHISPER_N_FFT, WHISPER_HOP, window=hann, return_complex=True)
     power = (stft[..., :-1].abs() ** 2).contiguous()
@@ -102,35 +113,45 @@ def _whisper_windows(windows: torch.Tensor, n_mels: int) -> torch.Tensor:
 
 
 def log_mel(
-    wave: np.ndarray, sr: int = WHISPER_SR, n_mels: int | None = None
+    wave: np.ndarray,
+    sr: int = WHISPER_SR,
+    n_mels: int | None = None,
+    window_frames: int | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Encoder features of a 16 kHz mono wave: ``([n_mels, 3000 * k] float32, valid_frames)``.
+    """Encoder features of a 16 kHz mono wave: ``([n_mels, window_frames * k] float32, valid)``.
 
-    ``k`` is the number of 30 s windows the audio needs; frames past ``valid_frames`` are padding.
-    Equal (to float32 rounding) to ``WhisperFeatureExtractor(feature_size=n_mels)`` applied to
-    each 30 s window.
+    ``window_frames`` is the encoder window in 10 ms frames (default 3000 = 30 s; a model passes
+    ``config.audio_window_frames``); ``k`` is the number of windows the audio needs and frames past
+    ``valid`` are padding. With the default window this equals (to float32 rounding)
+    ``WhisperFeatureExtractor(feature_size=n_mels)`` applied to each 30 s window.
     """
     n_mels = _DEFAULTS.n_mels if n_mels is None else n_mels
+    frames = _window_frames(window_frames)
+    samples = frames * WHISPER_HOP
     arr = _check_wave(wave, sr)
-    k = num_windows(arr.size)
-    padded = np.zeros(k * WINDOW_SAMPLES, dtype=np.float32)
+    k = num_windows(arr.size, frames)
+    padded = np.zeros(k * samples, dtype=np.float32)
     padded[: arr.size] = arr
     with torch.inference_mode():
-        feats = _whisper_windows(torch.from_numpy(padded).view(k, WINDOW_SAMPLES), n_mels)
-    out = feats.permute(1, 0, 2).reshape(n_mels, k * WINDOW_FRAMES).numpy()
+        feats = _whisper_windows(torch.from_numpy(padded).view(k, samples), n_mels)
+    out = feats.permute(1, 0, 2).reshape(n_mels, k * frames).numpy()
     return np.ascontiguousarray(out, dtype=np.float32), valid_frames(arr.size)
 
 
 def log_mel_batch(
-    waves: Sequence[np.ndarray], sr: int = WHISPER_SR, n_mels: int | None = None
+    waves: Sequence[np.ndarray],
+    sr: int = WHISPER_SR,
+    n_mels: int | None = None,
+    window_frames: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features of several waves, padded to the longest: ``([B, n_mels, T] float32, lengths[B])``.
 
-    Padding past a wave's own windows is the feature value of silence (what a zero window gives).
+    ``window_frames`` as in ``log_mel``. Padding past a wave's own windows is the feature value of
+    silence (what a zero window gives).
     """
     if len(waves) == 0:
         raise AudioError("log_mel_batch input", "no waves given")
-    feats = [log_mel(w, sr, n_mels) for w in waves]
+    feats = [log_mel(w, sr, n_mels, window_frames) for w in waves]
     t_max = max(f.shape[1] for f, _ in feats)
     n = feats[0][0].shape[0]
     out = np.empty((len(feats), n, t_max), dtype=np.float32)
@@ -139,7 +160,7 @@ def log_mel_batch(
         out[i, :, : f.shape[1]] = f
         if f.shape[1] < t_max:
             if silence is None:
-                silence = log_mel(np.zeros(1, np.float32), sr, n)[0][:, :1]
+                silence = log_mel(np.zeros(1, np.float32), sr, n, window_frames)[0][:, :1]
             out[i, :, f.shape[1] :] = silence
     lengths = np.array([v for _, v in feats], dtype=np.int64)
     return out, lengths

@@ -64,6 +64,16 @@ class OpenS2SConfig(PreTrainedConfig):
         return self.unit_vocab_size
 
     @property
+    def audio_window_frames(self) -> int:
+        """Log-mel frames (10 ms each) per audio-encoder window: ``2 * max_source_positions``.
+
+        The encoder's stride-2 conv maps a window to ``max_source_positions`` positions and
+        transformers' Whisper / Qwen2-Audio encoders accept exactly this input length: 3000
+        frames (30 s) for the released 1500. Every feature computation derives its window here.
+        """
+        return 2 * int(self.audio_encoder_config.max_source_positions)
+
+    @property
     def kernel_sizes(self) -> list[int]:
         """``conv_kernel_sizes`` as a list of ints."""
         return [int(k) for k in str(self.conv_kernel_sizes).split(",") if k.strip()]

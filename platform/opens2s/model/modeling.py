@@ -22,8 +22,6 @@ from transformers.utils import ModelOutput
 from opens2s.model.configuration import OpenS2SConfig
 
 IGNORE_INDEX = -100
-# Mel frames per encoder window: Whisper / Qwen2-Audio see whole 30 s windows at 100 frames/s.
-WINDOW_FRAMES = 3000
 
 # The released checkpoint's top-level weight names and the module that owns each here. Names
 # below these prefixes are the HF names of that module (e.g. llm_model.model.layers.0...).
@@ -181,28 +179,30 @@ class OpenS2SModel(PreTrainedModel):
     def encode_audio(
         self, speech_values: torch.Tensor, speech_mask: torch.Tensor
     ) -> list[torch.Tensor]:
-        """Log-mel ``N x n_mels x 3000k`` + frame mask ``N x 3000k`` -> N tensors ``n_i x D``.
+        """Log-mel ``N x n_mels x Wk`` + frame mask ``N x Wk`` -> N tensors ``n_i x D``.
 
-        Each audio is cut into 30 s windows; windows that are all padding are skipped, the rest run
-        through the encoder without a mask (as released), are concatenated per audio, and the
-        adapter maps them to LLM embeddings (~6.25 per second).
+        ``W`` is ``config.audio_window_frames`` (3000 = 30 s for the released encoder). Each audio
+        is cut into windows; windows that are all padding are skipped, the rest run through the
+        encoder without a mask (as released), are concatenated per audio, and the adapter maps
+        them to LLM embeddings (~6.25 per second).
         """
+        window = self.config.audio_window_frames
         n, n_mels, frames = speech_values.shape
-        if frames % WINDOW_FRAMES:
+        if frames % window:
             raise ValueError(
-                f"speech_values has {frames} frames: expected a multiple of {WINDOW_FRAMES} "
-                "(log-mel padded to whole 30 s windows)"
+                f"speech_values has {frames} frames: expected a multiple of {window} "
+                "(log-mel padded to whole encoder windows, config.audio_window_frames)"
             )
-        k = frames // WINDOW_FRAMES
+        k = frames // window
         lengths = speech_mask.sum(-1).long()
-        windows = speech_values.view(n, n_mels, k, WINDOW_FRAMES).permute(0, 2, 1, 3)
-        starts = torch.arange(k, device=lengths.device) * WINDOW_FRAMES
-        window_frames = (lengths[:, None] - starts[None, :]).clamp(0, WINDOW_FRAMES)  # N x k
+        windows = speech_values.view(n, n_mels, k, window).permute(0, 2, 1, 3)
+        starts = torch.arange(k, device=lengths.device) * window
+        window_frames = (lengths[:, None] - starts[None, :]).clamp(0, window)  # N x k
         used = window_frames > 0
         used[:, 0] = True  # an empty audio still yields one window, like the released code
         enc = self.audio_encoder_model(
             windows[used].to(self.audio_encoder_model.conv1.weight.dtype)
-        ).last_hidden_state  # M x 750 x C
+        ).last_hidden_state  # M x window/4 x C (750 for 30 s windows)
         per_window = enc.shape[1]
         n_windows = used.sum(-1)
         out_lengths = (self.encoder_output_lengths(window_frames) * used).sum(-1)
@@ -384,7 +384,7 @@ class OpenS2SModel(PreTrainedModel):
                 torch.zeros(
                     1,
                     self.config.audio_encoder_config.num_mel_bins,
-                    WINDOW_FRAMES,
+                    self.config.audio_window_frames,
                     device=input_ids.device,
                 ),
                 torch.ones(1, 100, device=input_ids.device),

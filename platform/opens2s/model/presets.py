@@ -50,7 +50,10 @@ def tiny_config(
             encoder_layers=2,
             encoder_attention_heads=2,
             encoder_ffn_dim=128,
-            max_source_positions=1500,
+            # 4 s encoder windows (400 mel frames), not the released 30 s: a short turn's prefill
+            # featurises and encodes 4 s instead of 30 s of padding. Longer audio spans several
+            # windows, concatenated (config.audio_window_frames).
+            max_source_positions=200,
         ),
         llm_config=dict(lm, vocab_size=len(tok)),
         tts_lm_config=dict(lm, vocab_size=a.codebook_size + TTS_SPECIAL_IDS),

@@ -27,7 +27,7 @@ from opens2s.audio.features import log_mel
 from opens2s.audio.io import AudioError, load_audio
 from opens2s.config.model import ModelSection
 from opens2s.model.configuration import OpenS2SConfig
-from opens2s.model.modeling import IGNORE_INDEX, WINDOW_FRAMES
+from opens2s.model.modeling import IGNORE_INDEX
 from opens2s.model.tokenizer import (
     AUDIO_END,
     AUDIO_START,
@@ -283,8 +283,9 @@ class RecordEncoder:
                 f"{len(ids)} text tokens, at most {self.section.max_text_tokens} allowed",
             )
 
-        feats = [log_mel(w, SAMPLE_RATE, self.n_mels) for w in waves]
-        frames = max([f.shape[1] for f, _ in feats], default=WINDOW_FRAMES)
+        window = self.config.audio_window_frames
+        feats = [log_mel(w, SAMPLE_RATE, self.n_mels, window) for w in waves]
+        frames = max([f.shape[1] for f, _ in feats], default=window)
         speech_values = np.zeros((len(feats), self.n_mels, frames), dtype=np.float32)
         speech_mask = np.zeros((len(feats), frames), dtype=np.int64)
         for k, (f, valid) in enumerate(feats):

@@ -23,7 +23,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from opens2s.model.decode_step import KVBuffer, decode_step
-from opens2s.model.modeling import WINDOW_FRAMES, OpenS2SModel
+from opens2s.model.modeling import OpenS2SModel
 from opens2s.model.tokenizer import IM_END, PAD_TOKEN, TTS_END
 
 
@@ -186,7 +186,10 @@ class StreamingDecoder:
     def features(
         self, wave: np.ndarray | None, audio_features: tuple[np.ndarray, int] | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel ``1 x n_mels x 3000k`` and its frame mask, from a 16 kHz wave or given."""
+        """Log-mel ``1 x n_mels x Wk`` and its frame mask, from a 16 kHz wave or given.
+
+        ``W`` is the model's encoder window, ``config.audio_window_frames`` (3000 = 30 s released).
+        """
         if (wave is None) == (audio_features is None):
             raise ValueError("give exactly one of wave= (16 kHz float32) or audio_features=")
         if wave is not None:
@@ -196,13 +199,16 @@ class StreamingDecoder:
                 np.asarray(wave, dtype=np.float32),
                 16000,
                 self.config.audio_encoder_config.num_mel_bins,
+                self.config.audio_window_frames,
             )
         feats, valid = audio_features
         feats = np.asarray(feats, dtype=np.float32)
         n_mels = self.config.audio_encoder_config.num_mel_bins
-        if feats.ndim != 2 or feats.shape[0] != n_mels or feats.shape[1] % WINDOW_FRAMES:
+        window = self.config.audio_window_frames
+        if feats.ndim != 2 or feats.shape[0] != n_mels or feats.shape[1] % window:
             raise ValueError(
-                f"audio_features of shape {feats.shape}: expected [{n_mels}, 3000*k] log-mel"
+                f"audio_features of shape {feats.shape}: expected [{n_mels}, {window}*k] log-mel "
+                "(the model's encoder window, config.audio_window_frames)"
             )
         mask = torch.zeros(1, feats.shape[1], dtype=torch.long)
         mask[0, : int(valid)] = 1
