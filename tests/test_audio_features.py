@@ -70,3 +70,25 @@ def test_speech_mel_has_one_frame_per_10ms():
     mel = speech_mel(_speechlike(16000), spec)
     assert mel.shape == (16000 // 160 + 1, spec.n_mels)
     assert np.isfinite(mel).all()
+
+
+@pytest.mark.parametrize("n", [1000, 64000, 16000 * 9 + 5])
+def test_short_window_equals_whisper_extractor_with_that_chunk_length(n):
+    """A 4 s window (400 frames) is the extractor with ``chunk_length=4``, window by window."""
+    short = WhisperFeatureExtractor(feature_size=128, chunk_length=4)
+    wave = _speechlike(n, seed=1)
+    feats, valid = log_mel(wave, window_frames=400)
+    k = -(-n // 64000)
+    assert feats.shape == (128, 400 * k) and valid == -(-n // 160)
+    ref = np.concatenate(
+        [
+            short(wave[i * 64000 : (i + 1) * 64000], sampling_rate=16000, return_tensors="np")[
+                "input_features"
+            ][0]
+            for i in range(k)
+        ],
+        axis=1,
+    )
+    np.testing.assert_allclose(feats, ref, atol=1e-5)
+    batch, lengths = log_mel_batch([wave, wave[:100]], window_frames=400)
+    assert batch.shape == (2, 128, 400 * k) and lengths.tolist() == [valid, 1]
