@@ -21,7 +21,7 @@ TTS_SPECIAL_IDS = 2
 def tiny_config(
     section: ModelSection | None = None, audio: AudioSection | None = None
 ) -> OpenS2SConfig:
-    """A random-init model of ~1.5 M parameters: trains on CPU in seconds, head_dim 32.
+    """A random-init model of ~1.4 M parameters: trains on CPU in seconds, head_dim 32.
 
     Its unit vocabulary and rate are the speech tokenizer's (``audio.codebook_size``/``unit_rate``).
     """
