@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from opens2s.audio.io import AudioError, resample
+from opens2s.audio.io import AudioError, mono_wave, resample
 from opens2s.config.audio import AudioSection
 
 _DEFAULTS = AudioSection()
@@ -58,14 +58,7 @@ class Transcriber:
 
     def transcribe(self, wave: np.ndarray, sr: int) -> str:
         """The text spoken in a mono wave (any rate; resampled to 16 kHz)."""
-        arr = np.asarray(wave, dtype=np.float32)
-        if arr.ndim != 1 or arr.size == 0:
-            raise AudioError(
-                "transcribe input", f"expected a non-empty mono wave, got shape {arr.shape}"
-            )
-        if not np.isfinite(arr).all():
-            raise AudioError("transcribe input", "wave holds NaN/inf samples")
-        arr = resample(arr, sr, 16000)
+        arr = resample(mono_wave(wave, "transcribe input", finite=True), sr, 16000)
         with self._lock:
             segments, _ = self._model.transcribe(
                 arr,

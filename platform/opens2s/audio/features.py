@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from opens2s.audio.io import AudioError
+from opens2s.audio.io import AudioError, mono_wave
 from opens2s.config.audio import AudioSection
 
 _DEFAULTS = AudioSection()
@@ -187,11 +187,7 @@ def speech_mel(wave: np.ndarray, spec: SpeechMelSpec) -> np.ndarray:
 
     Frames are centred (reflect padding); a wave of n samples gives ``n // hop + 1`` frames.
     """
-    arr = np.asarray(wave, dtype=np.float32)
-    if arr.ndim != 1 or arr.size == 0:
-        raise AudioError(
-            "speech_mel input", f"expected a non-empty mono wave, got shape {arr.shape}"
-        )
+    arr = mono_wave(wave, "speech_mel input")
     if arr.size <= spec.n_fft // 2:
         arr = np.pad(arr, (0, spec.n_fft // 2 + 1 - arr.size))
     with torch.inference_mode():

@@ -30,6 +30,17 @@ class AudioError(ValueError):
         self.problem = problem
 
 
+def mono_wave(wave: np.ndarray, name: str, *, finite: bool = False) -> np.ndarray:
+    """``wave`` as a float32 1-D array, or :class:`AudioError` naming ``name`` when it is not a
+    non-empty mono wave (or, with ``finite``, when it holds NaN/inf samples)."""
+    arr = np.asarray(wave, dtype=np.float32)
+    if arr.ndim != 1 or arr.size == 0:
+        raise AudioError(name, f"expected a non-empty mono wave, got shape {arr.shape}")
+    if finite and not np.isfinite(arr).all():
+        raise AudioError(name, "wave holds NaN/inf samples")
+    return arr
+
+
 def _source_name(src: str | Path | bytes) -> str:
     if isinstance(src, bytes | bytearray | memoryview):
         return f"<bytes: {len(src)}>"

@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from opens2s.audio.io import AudioError, resample
+from opens2s.audio.io import AudioError, mono_wave, resample
 from opens2s.config.audio import AudioSection
 
 _DEFAULTS = AudioSection()
@@ -35,13 +35,7 @@ class SpeakerEncoder:
         """The speaker embedding of a mono wave (any rate), shape ``[dim]`` float32."""
         from resemblyzer import preprocess_wav
 
-        arr = np.asarray(wave, dtype=np.float32)
-        if arr.ndim != 1 or arr.size == 0:
-            raise AudioError(
-                "speaker input", f"expected a non-empty mono wave, got shape {arr.shape}"
-            )
-        if not np.isfinite(arr).all():
-            raise AudioError("speaker input", "wave holds NaN/inf samples")
+        arr = mono_wave(wave, "speaker input", finite=True)
         if float(np.abs(arr).max()) < 1e-4:
             raise AudioError("speaker input", "silent audio: no voice to embed")
         arr = resample(arr, sr, ENCODER_SR)

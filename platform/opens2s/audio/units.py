@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from opens2s.audio.features import SpeechMelSpec, speech_mel
-from opens2s.audio.io import AudioError, load_audio, resample
+from opens2s.audio.io import load_audio, mono_wave, resample
 from opens2s.audio.mel_decoder import (
     DEFAULT_HIDDEN,
     DEFAULT_LAYERS,
@@ -125,12 +125,7 @@ class MelKMeansUnits:
 
         ``n_units = ceil(seconds * unit_rate)``; the last unit is padded with silence frames.
         """
-        wave = np.asarray(wave, dtype=np.float32)
-        if wave.ndim != 1 or wave.size == 0:
-            raise AudioError(
-                "unit tokenizer input", f"expected a non-empty mono wave, got {wave.shape}"
-            )
-        wave = resample(wave, sr, self.spec.sr)
+        wave = resample(mono_wave(wave, "unit tokenizer input"), sr, self.spec.sr)
         mel = speech_mel(wave, self.spec)
         n_units = max(1, math.ceil(wave.size / (self.spec.hop * self.stack)))
         need = n_units * self.stack
