@@ -8,9 +8,12 @@ moto runs as a child process on 127.0.0.1. Environment variables that Ray worker
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -197,3 +200,92 @@ def train_reference_run(ray_local, train_corpus, tmp_path_factory: pytest.TempPa
 
     cfg = train_test_config(tmp_path_factory.mktemp("train-ref"), train_corpus[0])
     return cfg, run_training(cfg)
+
+
+class RayHead:
+    """A ``ray start --head --block`` cluster of a test's own, for ``ray job submit`` and the Jobs
+    API: free ports, its own short temp dir (Unix socket paths have a length limit) and process
+    group, token auth off (``env`` carries the same setting for the client side). ``stop`` ends
+    exactly what it started; never a global ``ray stop``."""
+
+    def __init__(self, num_cpus: int = 4) -> None:
+        self.temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")
+        self.gcs_port = free_port()
+        self.dashboard_port = free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+        self.env.pop("RAY_ADDRESS", None)
+        self.log = Path(self.temp_dir) / "ray-start.log"
+        worker_low = 20000 + (self.gcs_port % 200) * 100
+        args = [
+            str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+            f"--num-cpus={num_cpus}", "--include-dashboard=true",
+            "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+            f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
+            f"--ray-client-server-port={free_port()}", f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}", f"--metrics-export-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--min-worker-port={worker_low}", f"--max-worker-port={worker_low + 99}",
+            f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            args,
+            cwd=self.temp_dir,  # a job's driver must not find a directory named "ray" in its cwd
+            env=self.env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"ray start --head exited early:\n{self.log.read_text()[-3000:]}"
+                )
+            try:
+                urllib.request.urlopen(f"{self.address}/api/version", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("the head node's dashboard did not come up in 90 s")
+
+    def stop(self) -> None:
+        """Stop this head's process group, then stragglers naming its temp dir; forget it."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for pid in _processes_mentioning(self.temp_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        # `ray start` recorded its address for address-less ray.init() calls; a dead entry would
+        # make those fail (what `ray stop` would clean up).
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.is_file() and current.read_text().strip().endswith(f":{self.gcs_port}"):
+            current.unlink()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _processes_mentioning(marker: str) -> list[int]:
+    """PIDs whose command line contains ``marker`` (a head's private temp dir)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmdline:
+            pids.append(int(entry))
+    return pids

@@ -4,103 +4,16 @@ cluster that this test starts on free ports (token auth off on both sides) and s
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port
+from conftest import RayHead
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def _processes_mentioning(marker: str) -> list[int]:
-    """PIDs whose command line contains ``marker`` (our cluster's private temp dir)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if marker in cmdline:
-            pids.append(int(entry))
-    return pids
-
-
-class HeadNode:
-    """A ``ray start --head --block`` cluster of our own, in its own session and temp dir."""
-
-    def __init__(self) -> None:
-        self.temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: socket paths
-        self.gcs_port = free_port()
-        self.dashboard_port = free_port()
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-        self.env.pop("RAY_ADDRESS", None)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        worker_low = 20000 + (self.gcs_port % 200) * 100
-        args = [
-            RAY, "start", "--head", "--block", "--num-cpus=4", "--include-dashboard=true",
-            "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-            f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
-            f"--ray-client-server-port={free_port()}", f"--node-manager-port={free_port()}",
-            f"--object-manager-port={free_port()}", f"--metrics-export-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
-            f"--min-worker-port={worker_low}", f"--max-worker-port={worker_low + 99}",
-            f"--temp-dir={self.temp_dir}",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "ray start --head exited early"
-            try:
-                urllib.request.urlopen(f"{self.dashboard}/api/version", timeout=2)
-                return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError("the head node's dashboard did not come up in 90 s")
-
-    @property
-    def dashboard(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
-    def stop(self) -> None:
-        """Stop exactly what this head started: its session, then stragglers naming our dir."""
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        for pid in _processes_mentioning(self.temp_dir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 @pytest.mark.timeout(360)
@@ -126,16 +39,15 @@ def test_build_corpus_runs_through_ray_job_submit_on_a_head_node(tmp_path) -> No
             }
         )
     )
-    head = HeadNode()
+    head = RayHead()
     try:
-        head.start()
         runtime_env = {"excludes": [".git", ".venv", "runs", "artifacts", "*.egg-info"]}
         job = subprocess.run(
             [
                 RAY,
                 "job",
                 "submit",
-                f"--address={head.dashboard}",
+                f"--address={head.address}",
                 f"--working-dir={ROOT}",
                 f"--runtime-env-json={json.dumps(runtime_env)}",
                 "--",

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import free_port
+from conftest import RayHead, free_port
 from opens2s.config import PlatformConfig, load_config
 from opens2s.pipeline.local import run_local
 from opens2s.pipeline.manifest import RunManifest
@@ -81,53 +78,11 @@ def local_run(ray_local, tmp_path_factory) -> LocalRun:
     return LocalRun(tiny_pipeline_config(tmp_path_factory.mktemp("local") / "run", free_port()))
 
 
-class RayHead:
-    """A ``ray start --head --block`` cluster on free ports, in its own process group, with token
-    auth off on both sides; stopped by killing that group (never a global ``ray stop``)."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="opens2s-rayhead-"))
-        self.dashboard_port = free_port()
-        self.address = f"http://127.0.0.1:{self.dashboard_port}"
-        ports = {
-            "--port": free_port(),
-            "--dashboard-port": self.dashboard_port,
-            "--dashboard-agent-listen-port": free_port(),
-            "--dashboard-agent-grpc-port": free_port(),
-            "--runtime-env-agent-port": free_port(),
-            "--metrics-export-port": free_port(),
-            "--node-manager-port": free_port(),
-            "--object-manager-port": free_port(),
-            "--ray-client-server-port": free_port(),
-        }
-        args = [a for k, v in ports.items() for a in (k, str(v))]
-        env = dict(os.environ, RAY_AUTH_MODE="disabled")
-        ray = str(Path(sys.executable).parent / "ray")
-        self.proc = subprocess.Popen(
-            [ray, "start", "--head", "--block", "--num-cpus", "8", "--include-dashboard", "true"]
-            + ["--dashboard-host", "127.0.0.1", "--temp-dir", str(self.dir / "ray"), *args]
-            + ["--disable-usage-stats"],
-            cwd=self.dir,  # a job's driver must not see a directory named "ray" in its cwd
-            env=env,
-            stdout=open(self.dir / "ray-start.log", "wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def ray_head():
     old = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # the Jobs API client side
-    head = RayHead()
+    head = RayHead(num_cpus=8)
     yield head
     head.stop()
     if old is None:

@@ -8,17 +8,14 @@ and kills exactly that process group afterwards.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import RayHead
 from opens2s import storage
 from opens2s.model import load_model
 from opens2s.train.metrics import read_metrics
@@ -28,48 +25,13 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 
 @pytest.fixture()
-def job_cluster(s3_server, tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
+def job_cluster(s3_server) -> Iterator[tuple[str, dict[str, str]]]:
     """A one-node Ray cluster of our own; yields (dashboard URL, env for the ray CLI)."""
-    env = dict(os.environ, RAY_AUTH_MODE="disabled")
-    env.pop("RAY_ADDRESS", None)
-    dashboard_port, gcs_port = free_port(), free_port()
-    ports = {
-        "--port": gcs_port,
-        "--dashboard-port": dashboard_port,
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-        "--metrics-export-port": free_port(),
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-        "--ray-client-server-port": free_port(),
-    }
-    cmd = [RAY, "start", "--head", "--block", "--num-cpus=4", "--include-dashboard=true"]
-    cmd += [f"{k}={v}" for k, v in ports.items()]
-    log = (tmp_path / "ray-start.log").open("w")
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{dashboard_port}"
+    head = RayHead(num_cpus=4)
     try:
-        for _ in range(120):  # the cluster and its job agent come up
-            if proc.poll() is not None:
-                raise RuntimeError((tmp_path / "ray-start.log").read_text()[-3000:])
-            try:
-                with urllib.request.urlopen(url + "/api/version", timeout=2):
-                    break
-            except OSError:
-                time.sleep(1)
-        yield url, env
+        yield head.address, head.env
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # our `ray start` and everything it started
-        proc.wait()
-        log.close()
-        # `ray start` recorded its address for address-less ray.init() calls; a dead entry
-        # would make those fail (what `ray stop` would clean up).
-        current = Path("/tmp/ray/ray_current_cluster")
-        if current.is_file() and current.read_text().strip().endswith(f":{gcs_port}"):
-            current.unlink()
+        head.stop()
 
 
 def test_ray_job_submit_trains_from_s3_corpus_into_s3_run_dir(
