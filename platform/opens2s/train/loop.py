@@ -248,9 +248,31 @@ def _kill_once(kill: KillWorker) -> None:
     marker = Path(kill.marker)
     if marker.exists():
         return
+    _wait_until_reports_collected()
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(str(os.getpid()))
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _wait_until_reports_collected(timeout_s: float = 30.0) -> None:
+    """Block until Ray Train's controller has taken this worker's last report.
+
+    ``ray.train.report`` returns as soon as the controller's poll *takes* the previous report
+    from the worker's one-slot queue, before the poll's reply is on the wire. A SIGKILL right
+    then can lose that reply, and with it the checkpoint the drill means to resume from. The
+    controller issues a worker's next poll only after the previous one's reply arrived, so
+    once the queue is empty again every report before the last one has reached it.
+    """
+    try:
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        queue = get_train_context().execution_context.result_queue
+    except Exception:  # another Ray Train version: fall back to a few health-check rounds
+        time.sleep(2.0)
+        return
+    deadline = time.monotonic() + timeout_s
+    while not queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _print_progress(stage: str, m: dict[str, Any], max_steps: int) -> None:
