@@ -2,9 +2,9 @@
 
 The streaming decoder runs thousands of one-position forwards; transformers' generic forward
 spends most of such a step in Python (mask building, output capture, cache objects). For the
-Qwen2 / Qwen3 / Llama layout this module runs the same math straight on the model's own modules
-(norms, projections, rotary, MLP) with ``scaled_dot_product_attention``; any other architecture
-goes through the HF forward with a ``DynamicCache`` built from the buffers. Both write into a
+Qwen2 / Qwen3 / Llama layout this module runs the same math as a short list of tensor ops on
+weights packed once from the model's own (:class:`LeanLM`); any other architecture goes through
+the HF forward with a ``DynamicCache`` built from the buffers. Both write into a
 :class:`KVBuffer` that grows by doubling, so appending a position never copies the past.
 
 Sessions stepped together share every projection and MLP matmul (batched over sessions); the
@@ -22,9 +22,14 @@ from transformers import DynamicCache
 
 LEAN_MODEL_TYPES = ("qwen3", "qwen2", "llama")
 
+# Packing copies the layer weights (fused, norm-folded, transposed). Up to this many parameters
+# the copy is cheap and a step is mostly per-op overhead, which packing cuts; above it (the 8B
+# preset) a step is mostly weight reads and the lean step uses the model's own tensors instead.
+PACK_MAX_PARAMETERS = 64_000_000
+
 
 class KVBuffer:
-    """Keys and values of one session in one LM: per layer ``1 x kv_heads x capacity x head_dim``;
+    """Keys and values of one session in one LM: per layer ``kv_heads x capacity x head_dim``;
     the first ``length`` positions are valid."""
 
     def __init__(self) -> None:
@@ -33,27 +38,28 @@ class KVBuffer:
         self.length = 0
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Write ``k``/``v`` (``1 x kvh x n x hd``) after the valid positions of ``layer``; the
-        caller advances ``length`` once all layers are written."""
-        n = k.shape[2]
+        """Write ``k``/``v`` (``kvh x n x hd``) after the valid positions of ``layer``; the caller
+        advances ``length`` once all layers are written."""
+        n = k.shape[1]
         if layer == len(self.keys):
             cap = max(64, 2 * (self.length + n))
-            self.keys.append(k.new_zeros(1, k.shape[1], cap, k.shape[3]))
-            self.values.append(v.new_zeros(1, v.shape[1], cap, v.shape[3]))
-        if self.length + n > self.keys[layer].shape[2]:
+            self.keys.append(k.new_zeros(k.shape[0], cap, k.shape[2]))
+            self.values.append(v.new_zeros(v.shape[0], cap, v.shape[2]))
+        elif self.length + n > self.keys[layer].shape[1]:
             cap = 2 * (self.length + n)
             for store in (self.keys, self.values):
                 old = store[layer]
-                grown = old.new_zeros(1, old.shape[1], cap, old.shape[3])
-                grown[:, :, : self.length] = old[:, :, : self.length]
+                grown = old.new_zeros(old.shape[0], cap, old.shape[2])
+                grown[:, : self.length] = old[:, : self.length]
                 store[layer] = grown
-        self.keys[layer][:, :, self.length : self.length + n] = k
-        self.values[layer][:, :, self.length : self.length + n] = v
+        self.keys[layer].narrow(1, self.length, n).copy_(k)
+        self.values[layer].narrow(1, self.length, n).copy_(v)
 
     def layer(self, layer: int, extra: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Views of the valid (plus ``extra`` just written) keys and values of ``layer``."""
+        """Views ``1 x kvh x L x hd`` of the valid (plus ``extra`` just written) keys and values
+        of ``layer``, as transformers' caches hold them."""
         end = self.length + extra
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        return self.keys[layer][None, :, :end], self.values[layer][None, :, :end]
 
 
 def supports_lean_step(lm: nn.Module) -> bool:
@@ -74,32 +80,47 @@ def supports_lean_step(lm: nn.Module) -> bool:
     return True
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
-
-
 @dataclass(frozen=True)
 class _Layer:
-    """One decoder layer's tensors, read once (module attribute access costs more than the math
-    at one position). They are the model's own parameters, so in-place updates are seen."""
+    """One decoder layer's tensors. Matrices are ``in x out`` (``y @ w``); a tuple of several is
+    concatenated along ``out`` after the matmuls. A norm weight of ``None`` is folded into the
+    matrix after it."""
 
-    ln1: torch.Tensor
-    q: tuple[torch.Tensor, torch.Tensor | None]
-    k: tuple[torch.Tensor, torch.Tensor | None]
-    v: tuple[torch.Tensor, torch.Tensor | None]
-    q_norm: torch.Tensor | None
-    k_norm: torch.Tensor | None
-    o: tuple[torch.Tensor, torch.Tensor | None]
-    ln2: torch.Tensor
-    gate: torch.Tensor
-    up: torch.Tensor
+    ln1: torch.Tensor | None
+    qkv: tuple[torch.Tensor, ...]
+    qkv_bias: torch.Tensor | None
+    qk_norm: torch.Tensor | None  # (heads + kv_heads) x hd: q_norm (x scaling) and k_norm rows
+    o: torch.Tensor
+    o_bias: torch.Tensor | None
+    ln2: torch.Tensor | None
+    gate_up: tuple[torch.Tensor, ...]
+    gate_up_bias: torch.Tensor | None
     down: torch.Tensor
+    down_bias: torch.Tensor | None
+
+
+def _biases(*linears: nn.Linear) -> torch.Tensor | None:
+    if all(m.bias is None for m in linears):
+        return None
+    return torch.cat(
+        [m.bias if m.bias is not None else m.weight.new_zeros(m.out_features) for m in linears]
+    )
+
+
+def parameter_signature(lm: nn.Module) -> tuple:
+    """Identity of ``lm``'s weights: changes when a parameter is replaced, moved or updated in
+    place (its version counter), so a packed copy knows it is stale."""
+    return tuple((p.data_ptr(), p._version, p.dtype) for p in lm.parameters())
 
 
 class LeanLM:
-    """The body of a Qwen2/Qwen3/Llama causal LM as plain tensor math for cached decoding."""
+    """The body of a Qwen2/Qwen3/Llama causal LM as plain tensor math for cached decoding.
+
+    Per layer and position: one RMS statistic, one q/k/v matmul, one per-head norm of q and k
+    together, one rotary pass over q and k together, attention, two matmuls for the MLP with the
+    residual adds folded into them (``addmm``). Packed (small models) the norm weights are folded
+    into the matrices after them and q/k/v and gate/up are each one matrix.
+    """
 
     def __init__(self, lm: nn.Module) -> None:
         if not supports_lean_step(lm):
@@ -107,43 +128,83 @@ class LeanLM:
         body = lm.base_model
         config = lm.config
         attn0 = body.layers[0].self_attn
-        self.head_dim = attn0.head_dim
-        self.scaling = attn0.scaling
+        self.signature = parameter_signature(lm)
+        self.head_dim = hd = attn0.head_dim
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
         self.eps = config.rms_norm_eps
-        self.act = body.layers[0].mlp.act_fn
+        self.act = F.silu if config.hidden_act == "silu" else body.layers[0].mlp.act_fn
         self.inv_freq = body.rotary_emb.inv_freq
         self.rope_scale = body.rotary_emb.attention_scaling
         self.cos_table = self.sin_table = None  # positions x hd, built on demand, doubling
         self.norm = body.norm.weight
+        layer_params = sum(p.numel() for p in body.layers.parameters())
+        self.packed = layer_params <= PACK_MAX_PARAMETERS
+        # In float32 the attention scaling goes into q_norm's weight (Qwen3) or the packed W_q
+        # and the norm weights into the packed matrices after them (a rounding at float32's
+        # precision); in half precision each is applied as transformers does.
+        self.fold = self.norm.dtype == torch.float32
+        scale_folded = self.fold and (self.packed or hasattr(attn0, "q_norm"))
+        self.q_scale = 1.0 if scale_folded else attn0.scaling
         head = lm.get_output_embeddings()
-        self.head = (head.weight, head.bias)
+        self.head = head.weight.t().contiguous() if self.packed else head.weight.t()
+        self.head_bias = head.bias
+        with torch.no_grad():
+            self.layers = [self._layer(layer, attn0.scaling) for layer in body.layers]
+            dtype, device = self.norm.dtype, self.norm.device
+            # rotate_half as a matrix: x @ rot == cat(-x[hd/2:], x[:hd/2]), exact in any dtype.
+            half = hd // 2
+            rot = torch.zeros(hd, hd, dtype=dtype, device=device)
+            idx = torch.arange(half, device=device)
+            rot[idx + half, idx] = -1
+            rot[idx, idx + half] = 1
+            self.rot = rot
+            self.eps_t = torch.tensor(self.eps, dtype=torch.float32, device=device)
 
-        def lin(m: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-            return m.weight, m.bias
-
-        self.layers = []
-        for layer in body.layers:
-            a, m = layer.self_attn, layer.mlp
-            self.layers.append(
-                _Layer(
-                    layer.input_layernorm.weight,
-                    lin(a.q_proj),
-                    lin(a.k_proj),
-                    lin(a.v_proj),
-                    a.q_norm.weight if hasattr(a, "q_norm") else None,
-                    a.k_norm.weight if hasattr(a, "k_norm") else None,
-                    lin(a.o_proj),
-                    layer.post_attention_layernorm.weight,
-                    m.gate_proj.weight,
-                    m.up_proj.weight,
-                    m.down_proj.weight,
+    def _layer(self, layer: nn.Module, scaling: float) -> _Layer:
+        a, m = layer.self_attn, layer.mlp
+        ln1, ln2 = layer.input_layernorm.weight, layer.post_attention_layernorm.weight
+        qk_norm = None
+        if hasattr(a, "q_norm"):  # Qwen3: q_norm (x scaling) per query head, then k_norm rows
+            q_scale = scaling if self.fold else 1.0
+            qk_norm = torch.cat(
+                (
+                    (a.q_norm.weight.float() * q_scale).expand(self.heads, -1),
+                    a.k_norm.weight.float().expand(self.kv_heads, -1),
                 )
-            )
+            ).to(ln1.dtype)
+        if self.packed:
+            qkv_w = torch.cat((a.q_proj.weight, a.k_proj.weight, a.v_proj.weight))
+            gu_w = torch.cat((m.gate_proj.weight, m.up_proj.weight))
+            if self.fold:
+                if qk_norm is None:  # no per-head norm after it: the scaling goes in W_q
+                    qkv_w[: a.q_proj.out_features] *= scaling
+                qkv_w, gu_w, ln1, ln2 = qkv_w * ln1, gu_w * ln2, None, None
+            qkv, gate_up = (qkv_w.t().contiguous(),), (gu_w.t().contiguous(),)
+        else:
+            qkv = (a.q_proj.weight.t(), a.k_proj.weight.t(), a.v_proj.weight.t())
+            gate_up = (m.gate_proj.weight.t(), m.up_proj.weight.t())
+        qkv_bias = _biases(a.q_proj, a.k_proj, a.v_proj)
+        if qkv_bias is not None and qk_norm is None and self.packed and self.fold:
+            qkv_bias = qkv_bias.clone()
+            qkv_bias[: a.q_proj.out_features] *= scaling
+        matrix = (lambda w: w.t().contiguous()) if self.packed else (lambda w: w.t())
+        return _Layer(
+            ln1=ln1,
+            qkv=qkv,
+            qkv_bias=qkv_bias,
+            qk_norm=qk_norm,
+            o=matrix(a.o_proj.weight),
+            o_bias=a.o_proj.bias,
+            ln2=ln2,
+            gate_up=gate_up,
+            gate_up_bias=_biases(m.gate_proj, m.up_proj),
+            down=matrix(m.down_proj.weight),
+            down_bias=m.down_proj.bias,
+        )
 
-    def _rope(
-        self, caches: list[KVBuffer], n: int, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin ``B x 1 x n x hd`` of each session's next ``n`` positions, from a table."""
+    def _rope(self, caches: list[KVBuffer], n: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """cos/sin ``(B*n) x 1 x hd`` of each session's next ``n`` positions, from a table."""
         end = max(c.length for c in caches) + n
         if (
             self.cos_table is None
@@ -151,54 +212,72 @@ class LeanLM:
             or (self.cos_table.dtype != x.dtype or self.cos_table.device != x.device)
         ):
             size = max(256, 2 * end)
-            freqs = torch.arange(size, device=x.device).float()[:, None] * self.inv_freq.to(
-                x.device
-            )
+            inv_freq = self.inv_freq.to(x.device)
+            freqs = torch.arange(size, device=x.device).float()[:, None] * inv_freq
             emb = torch.cat((freqs, freqs), dim=-1)
-            self.cos_table = (emb.cos() * self.rope_scale).to(x.dtype)
-            self.sin_table = (emb.sin() * self.rope_scale).to(x.dtype)
+            self.cos_table = (emb.cos() * self.rope_scale).to(x.dtype)[:, None]
+            self.sin_table = (emb.sin() * self.rope_scale).to(x.dtype)[:, None]
         if len(caches) == 1:
             start = caches[0].length
-            return (
-                self.cos_table[start : start + n][None, None],
-                self.sin_table[start : start + n][None, None],
-            )
-        index = torch.stack([torch.arange(c.length, c.length + n) for c in caches]).to(x.device)
-        return self.cos_table[index][:, None], self.sin_table[index][:, None]
+            return self.cos_table[start : start + n], self.sin_table[start : start + n]
+        index = torch.cat([torch.arange(c.length, c.length + n) for c in caches]).to(x.device)
+        return self.cos_table[index], self.sin_table[index]
 
-    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        # As transformers' RMSNorm (statistics in float32); F.rms_norm is several times slower
-        # than these few ops on CPU at one position.
-        if x.dtype == torch.float32:
-            return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
-        xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return weight * y.to(x.dtype)
+    def _rms(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * rsqrt(mean(x^2) + eps)`` over the last dim (weight applied by the caller), in
+        float32 as transformers' RMSNorm; the norm-based form is half the ops of ``pow/mean``."""
+        if x.dtype != torch.float32:
+            return self._rms(x.float()).to(x.dtype)
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        return x * torch.addcmul(self.eps_t, norm, norm, value=1.0 / x.shape[-1]).rsqrt_()
 
-    def __call__(self, x: torch.Tensor, caches: list[KVBuffer]) -> torch.Tensor:
+    @staticmethod
+    def _matmul(
+        y: torch.Tensor, mats: tuple[torch.Tensor, ...], bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        out = torch.mm(y, mats[0]) if len(mats) == 1 else torch.cat([y @ w for w in mats], 1)
+        return out if bias is None else out.add_(bias)
+
+    def __call__(
+        self, x: torch.Tensor, caches: list[KVBuffer], logits: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run ``B x n x D`` new input embeddings (one row per session), appending to each
-        session's cache; returns the last-layer states after the final norm."""
-        b, n, _ = x.shape
-        hd = self.head_dim
+        session's cache; returns the last-layer states after the final norm and, with
+        ``logits``, the head's logits of each session's last position (``B x vocab``)."""
+        b, n, d = x.shape
+        hd, heads, kvh = self.head_dim, self.heads, self.kv_heads
+        group = heads // kvh
         cos, sin = self._rope(caches, n, x)
+        lengths = [c.length for c in caches]
         masks: dict[int, torch.Tensor] = {}  # by past length: sessions may differ
-        h = x
+        # Manual attention at one position (three ops instead of SDPA's set-up); SDPA otherwise.
+        manual = n == 1 and x.dtype == torch.float32
+        h = x.reshape(b * n, d)
         for i, w in enumerate(self.layers):
-            y = self._rms(h, w.ln1)
-            q = F.linear(y, *w.q).view(b, n, -1, hd)
-            k = F.linear(y, *w.k).view(b, n, -1, hd)
-            v = F.linear(y, *w.v).view(b, n, -1, hd).transpose(1, 2)
-            if w.q_norm is not None:  # Qwen3 normalises each head before the rotary embedding
-                q, k = self._rms(q, w.q_norm), self._rms(k, w.k_norm)
-            # One rotation for queries and keys together (fewer small ops per step).
-            heads = q.shape[2]
-            qk = _rotate(torch.cat((q, k), dim=2).transpose(1, 2), cos, sin)
-            q, k = qk[:, :heads], qk[:, heads:]
+            y = self._rms(h)
+            if w.ln1 is not None:
+                y = y * w.ln1
+            qkv = self._matmul(y, w.qkv, w.qkv_bias).view(b * n, heads + 2 * kvh, hd)
+            qk = qkv[:, : heads + kvh]
+            if w.qk_norm is not None:  # Qwen3 normalises each head before the rotary embedding
+                qk = self._rms(qk) * w.qk_norm
+            qk = torch.addcmul(qk * cos, qk @ self.rot, sin)  # q and k rotated together
+            v = qkv[:, heads + kvh :]
             outs = []
             for s, cache in enumerate(caches):
-                cache.append(i, k[s : s + 1], v[s : s + 1])
-                keys, values = cache.layer(i, extra=n)
-                past = keys.shape[2] - n
+                rows = slice(s * n, (s + 1) * n)
+                cache.append(i, qk[rows, heads:].transpose(0, 1), v[rows].transpose(0, 1))
+                end = lengths[s] + n
+                keys = cache.keys[i].narrow(1, 0, end)
+                values = cache.values[i].narrow(1, 0, end)
+                if manual:
+                    q = qk[s, :heads].view(kvh, group, hd)
+                    if self.q_scale != 1.0:
+                        q = q * self.q_scale
+                    scores = torch.bmm(q, keys.transpose(1, 2))
+                    outs.append(torch.bmm(scores.softmax(-1), values).view(1, heads * hd))
+                    continue
+                past = lengths[s]
                 mask = None
                 if n > 1 and past > 0:
                     # New position j sees the whole past and the new positions 0..j.
@@ -207,29 +286,41 @@ class LeanLM:
                         m[:, past:] = torch.tril(m[:, past:])
                         masks[past] = m
                     mask = masks[past]
-                outs.append(
-                    F.scaled_dot_product_attention(
-                        q[s : s + 1],
-                        keys,
-                        values,
-                        attn_mask=mask,
-                        is_causal=n > 1 and past == 0,  # a prefill: plain causal attention
-                        scale=self.scaling,
-                        enable_gqa=True,
-                    )
+                o = F.scaled_dot_product_attention(
+                    qk[rows, :heads].transpose(0, 1)[None],
+                    keys[None],
+                    values[None],
+                    attn_mask=mask,
+                    is_causal=n > 1 and past == 0,  # a prefill: plain causal attention
+                    scale=self.q_scale,
+                    enable_gqa=True,
                 )
+                outs.append(o[0].transpose(0, 1).reshape(n, heads * hd))
             o = outs[0] if b == 1 else torch.cat(outs)
-            h = h + F.linear(o.transpose(1, 2).reshape(b, n, -1), *w.o)
-            y = self._rms(h, w.ln2)
-            h = h + F.linear(self.act(F.linear(y, w.gate)) * F.linear(y, w.up), w.down)
+            h = torch.addmm(h, o, w.o)
+            if w.o_bias is not None:
+                h = h + w.o_bias
+            y = self._rms(h)
+            if w.ln2 is not None:
+                y = y * w.ln2
+            gu = self._matmul(y, w.gate_up, w.gate_up_bias)
+            inner = gu.shape[1] // 2
+            h = torch.addmm(h, self.act(gu[:, :inner]) * gu[:, inner:], w.down)
+            if w.down_bias is not None:
+                h = h + w.down_bias
         for cache in caches:
             cache.length += n
-        return self._rms(h, self.norm)
+        hidden = (self._rms(h) * self.norm).view(b, n, d)
+        if not logits:
+            return hidden, None
+        last = hidden[:, -1]
+        out = torch.mm(last, self.head)
+        return hidden, out if self.head_bias is None else out + self.head_bias
 
 
 def hf_step(lm: nn.Module, x: torch.Tensor, caches: list[KVBuffer]) -> torch.Tensor:
-    """The same contract as :func:`lean_step` through transformers' own forward, one session at
-    a time (any architecture)."""
+    """The same contract as :func:`decode_step` through transformers' own forward, one session
+    at a time (any architecture)."""
     outs = []
     for s, cache in enumerate(caches):
         past = [cache.layer(i) for i in range(len(cache.keys))]
@@ -238,7 +329,7 @@ def hf_step(lm: nn.Module, x: torch.Tensor, caches: list[KVBuffer]) -> torch.Ten
         pos = torch.arange(cache.length, cache.length + n, device=x.device)[None]
         out = lm.base_model(inputs_embeds=x[s : s + 1], position_ids=pos, cache=dc, use_cache=True)
         for i, layer in enumerate(out.cache.layers):
-            cache.append(i, layer.keys[:, :, -n:], layer.values[:, :, -n:])
+            cache.append(i, layer.keys[0, :, -n:], layer.values[0, :, -n:])
         cache.length += n
         outs.append(out.last_hidden_state)
     return torch.cat(outs)
@@ -251,25 +342,26 @@ def decode_step(
 
     Returns the last-layer states ``B x n x D``; with ``logits=True`` also the LM head's logits
     of each session's last position (``B x vocab``). The choice of path and the lean path's
-    tensors are made once per module and kept on it (a plain attribute, never saved).
+    packed weights are made once per module and kept on it (a plain attribute, never saved);
+    they are rebuilt when a session starts (an empty cache) after the weights changed.
     """
     if torch.is_grad_enabled():  # decoding never needs a graph
         with torch.no_grad():
             return decode_step(lm, x, caches, logits=logits)
-    lean = lm.__dict__.get("_opens2s_lean", _UNSET)
-    if lean is _UNSET:
-        lean = LeanLM(lm) if supports_lean_step(lm) else None
-        lm.__dict__["_opens2s_lean"] = lean
-    if lean is not None:
-        hidden = lean(x, caches)
-        head = lean.head
-    else:
-        hidden = hf_step(lm, x, caches)
-        out = lm.get_output_embeddings()
-        head = (out.weight, out.bias)
+    cached = lm.__dict__.get("_opens2s_lean", _UNSET)
+    if cached is _UNSET or (
+        not all(c.length for c in caches)
+        and (cached is None or cached.signature != parameter_signature(lm))
+    ):
+        cached = LeanLM(lm) if supports_lean_step(lm) else None
+        lm.__dict__["_opens2s_lean"] = cached
+    if cached is not None:
+        hidden, out = cached(x, caches, logits)
+        return (hidden, out) if logits else hidden
+    hidden = hf_step(lm, x, caches)
     if not logits:
         return hidden
-    return hidden, F.linear(hidden[:, -1], *head)
+    return hidden, lm.get_output_embeddings()(hidden[:, -1])
 
 
 _UNSET = object()
