@@ -10,7 +10,9 @@ last ``overlap`` units of the previous block as left context, its phase initiali
 previous block's phase there, and the two renders of that overlap are cross-faded (raised cosine),
 so block seams do not click. The output depends only on the unit sequence, never on how it was
 split into ``push`` calls. The last ``overlap`` units' audio is held back until the next block (or
-``flush``) can cross-fade it.
+``flush``) can cross-fade it. The first block may run fewer Griffin-Lim iterations
+(``first_block_iters``): it is what the listener waits for, and its held-back tail is rendered
+again, at full iterations, by the next block.
 
 :class:`GLM4VoiceDecoder` is the slot for GLM-4-Voice's flow-matching + HiFT decoder (GPU).
 """
@@ -73,6 +75,56 @@ def mel_to_magnitude(log_mel: np.ndarray, spec: SpeechMelSpec) -> torch.Tensor:
     return (_mel_pinv(spec) @ mel).clamp(min=0.0)
 
 
+class _StftPair:
+    """The vocoder's STFT and inverse STFT (centred frames, Hann window) with everything that
+    depends only on the spec or the frame count computed once: ``torch.stft``/``istft`` rebuild
+    the padded window and the overlap-add envelope on every call, a quarter of an iteration's
+    time on a small block. Same results as ``torch.stft``/``torch.istft`` (to float rounding)."""
+
+    def __init__(self, spec: SpeechMelSpec) -> None:
+        self.n_fft, self.hop = spec.n_fft, spec.hop
+        left = (spec.n_fft - spec.win_length) // 2
+        window = torch.hann_window(spec.win_length)
+        self.window = torch.nn.functional.pad(window, (left, spec.n_fft - spec.win_length - left))
+        self._envelopes: dict[int, torch.Tensor] = {}
+
+    def _envelope(self, frames: int) -> torch.Tensor:
+        """``1 / sum of squared windows`` over the output samples of ``frames`` centred frames."""
+        env = self._envelopes.get(frames)
+        if env is None:
+            w2 = (self.window**2)[:, None].expand(self.n_fft, frames)
+            total = self._overlap_add(w2)[self.n_fft // 2 : self.n_fft // 2 + frames * self.hop]
+            env = 1.0 / total
+            if len(self._envelopes) < 256:  # block sizes repeat; whole-utterance lengths vary
+                self._envelopes[frames] = env
+        return env
+
+    def _overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
+        n = frames.shape[1]
+        out_len = self.n_fft + self.hop * (n - 1)
+        return torch.nn.functional.fold(
+            frames[None], (1, out_len), (1, self.n_fft), stride=(1, self.hop)
+        ).reshape(-1)
+
+    def istft(self, spec: torch.Tensor) -> torch.Tensor:
+        """``[n_freq, T]`` complex -> ``T * hop`` samples."""
+        frames = spec.shape[1]
+        x = torch.fft.irfft(spec, n=self.n_fft, dim=0) * self.window[:, None]
+        y = self._overlap_add(x)[self.n_fft // 2 : self.n_fft // 2 + frames * self.hop]
+        return y * self._envelope(frames)
+
+    def stft(self, wave: torch.Tensor, frames: int) -> torch.Tensor:
+        """The first ``frames`` centred frames of ``wave``: ``[n_freq, frames]`` complex."""
+        pad = self.n_fft // 2
+        x = torch.nn.functional.pad(wave[None, None], (pad, pad), mode="reflect")[0, 0]
+        return torch.fft.rfft(x.unfold(0, self.n_fft, self.hop)[:frames] * self.window, dim=1).T
+
+
+@lru_cache(maxsize=8)
+def _stft_pair(spec: SpeechMelSpec) -> _StftPair:
+    return _StftPair(spec)
+
+
 def griffin_lim(
     mag: torch.Tensor,
     spec: SpeechMelSpec,
@@ -88,28 +140,18 @@ def griffin_lim(
     frames; the rest start from seeded random phase. Returns the final unit-complex phase.
     """
     n_freq, frames = mag.shape
-    length = frames * spec.hop
     gen = torch.Generator().manual_seed(seed)
     angles = torch.exp(2j * math.pi * torch.rand(n_freq, frames, generator=gen))
     if init_phase is not None and init_phase.shape[1] > 0:
         angles[:, : init_phase.shape[1]] = init_phase
-    window = torch.hann_window(spec.win_length)
-
-    def istft(x: torch.Tensor) -> torch.Tensor:
-        return torch.istft(x, spec.n_fft, spec.hop, spec.win_length, window=window, length=length)
-
-    def stft(w: torch.Tensor) -> torch.Tensor:
-        return torch.stft(
-            w, spec.n_fft, spec.hop, spec.win_length, window=window, return_complex=True
-        )
-
+    stft = _stft_pair(spec)
     prev = torch.zeros_like(angles)
     for _ in range(n_iter):
-        rebuilt = stft(istft(mag * angles))[:, :frames]
+        rebuilt = stft.stft(stft.istft(mag * angles), frames)
         angles = rebuilt - prev * (momentum / (1 + momentum))
         angles = angles / (angles.abs() + 1e-16)
         prev = rebuilt
-    wave = istft(mag * angles)
+    wave = stft.istft(mag * angles)
     return wave.numpy().astype(np.float32), angles
 
 
@@ -124,12 +166,16 @@ class GriffinLimVocoder:
         first_block_units: int | None = None,
         max_block_units: int | None = None,
         overlap_units: int | None = None,
+        first_block_iters: int | None = None,
     ) -> None:
         tokenizer._require_fitted()
         self.tokenizer = tokenizer
         self.spec = tokenizer.spec
         self.sample_rate = tokenizer.spec.sr
         self.n_iter = n_iter or _DEFAULTS.griffin_lim_iters
+        # Fewer on the first streamed block buys time to first audio; the next block re-renders
+        # its held-back tail at n_iter and cross-fades, so only the first chunk's audio is rougher.
+        self.first_block_iters = first_block_iters or self.n_iter
         self.first_block_units = first_block_units or _DEFAULTS.vocoder_first_block_units
         self.max_block_units = max_block_units or _DEFAULTS.vocoder_max_block_units
         self.overlap_units = overlap_units or _DEFAULTS.vocoder_overlap_units
@@ -211,8 +257,9 @@ class GriffinLimStream:
         left = st.history[: len(st.history) - len(ctx)] if ctx else []
         mel = v.tokenizer.units_to_mel(np.array(left + ctx + block), left_context=len(left))
         mag = mel_to_magnitude(mel, v.spec)
+        n_iter = v.first_block_iters if st.blocks == 0 else v.n_iter
         wave, phase = griffin_lim(
-            mag, v.spec, v.n_iter, init_phase=st.context_phase, seed=st.blocks + 1
+            mag, v.spec, n_iter, init_phase=st.context_phase, seed=st.blocks + 1
         )
         n_ctx = len(ctx) * spu
         head = wave[:n_ctx]
@@ -319,6 +366,7 @@ def describe(vocoder: Vocoder) -> str:
             {
                 "kind": "griffin_lim",
                 "n_iter": vocoder.n_iter,
+                "first_block_iters": vocoder.first_block_iters,
                 "first_block_units": vocoder.first_block_units,
                 "max_block_units": vocoder.max_block_units,
                 "overlap_units": vocoder.overlap_units,

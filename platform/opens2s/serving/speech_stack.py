@@ -21,6 +21,11 @@ from opens2s.serving.decode_loop import TurnRequest
 
 log = logging.getLogger(__name__)
 
+FIRST_BLOCK_GRIFFIN_LIM_ITERS = 8
+"""Griffin-Lim iterations of the growing schedule's first block (later blocks: the config's).
+Trade-off, 4-unit first blocks of espeak speech: log-mel error 0.264 vs 0.225 nats at 32
+iterations, in the first chunk's 80 ms only; it saves ~7 ms of time to first audio."""
+
 
 @dataclass
 class SpeechStack:
@@ -65,14 +70,17 @@ class SpeechStack:
             a = self.audio_cfg
             if isinstance(self.unit_tokenizer, MelKMeansUnits):
                 first, most = a.vocoder_first_block_units, a.vocoder_max_block_units
-                if blocks.schedule == "fixed":
+                first_iters = min(FIRST_BLOCK_GRIFFIN_LIM_ITERS, a.griffin_lim_iters)
+                if blocks.schedule == "fixed":  # the OpenS2S baseline: every block alike
                     first = most = blocks.fixed_units
+                    first_iters = a.griffin_lim_iters
                 self._vocoders[key] = GriffinLimVocoder(
                     self.unit_tokenizer,
                     n_iter=a.griffin_lim_iters,
                     first_block_units=first,
                     max_block_units=most,
                     overlap_units=a.vocoder_overlap_units,
+                    first_block_iters=first_iters,
                 )
             else:  # a neural decoder streams with its own schedule
                 self._vocoders[key] = vocoder_for(self.unit_tokenizer, a)
