@@ -11,9 +11,9 @@ from opens2s import storage
 from opens2s.config import load_config
 from opens2s.data import output
 from opens2s.data.pipeline import (
+    ScenarioStep,
     StageSpec,
     _samples_of,
-    _scenario_batch,
     apply_stages,
     commit_shards,
     configure_ray_data,
@@ -45,14 +45,18 @@ def test_a_crashed_worker_loses_only_its_block_and_its_samples_are_quarantined(
     scen = resolve_scenario_settings(cfg.data.scenarios, audio=cfg.audio)
     configure_ray_data(cfg.data)
     ds = ray.data.from_items([{"index": i} for i in range(6)], override_num_blocks=6)
-    ds = ds.map_batches(
-        _scenario_batch, fn_kwargs={"settings": scen, "shard_size": 3}, batch_format="numpy"
-    )
     stages = [
         StageSpec("writer", write_template_scripts, {"settings": scen}, batch_size=1),
         StageSpec("crashy", die_on_one_sample, batch_size=1),
     ]
-    ds = apply_stages(ds, stages, workers=1, cpus_per_worker=0.25, worker_retries=1)
+    ds = apply_stages(
+        ds,
+        stages,
+        workers=1,
+        cpus_per_worker=0.25,
+        worker_retries=1,
+        scenario=ScenarioStep(scen, shard_size=3),
+    )
     root = str(tmp_path / "corpus")
     commit_shards(_samples_of(ds), root, {0: [0, 1, 2], 1: [3, 4, 5]}, scen)
 

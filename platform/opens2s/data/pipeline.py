@@ -2,9 +2,10 @@
 
 The pipeline is an ordered list of :class:`StageSpec` (a typed config + a batch function, as in
 ``ray.data.llm``'s processors): scenarios -> writer -> validation -> render -> units -> filters ->
-audio output. Ray Data maps each stage over batches of samples (stages that hold a model run in
-an actor pool of ``data.workers``), streaming; the driver gathers finished samples per shard and
-commits a shard as soon as all of its samples are back (``output.write_shard``).
+audio output. Ray Data maps them over batches of samples, streaming, on actor pools of
+``data.workers`` actors: consecutive light stages run as one chain in one pool, a stage that
+holds a model (an LLM, ASR, a GPU TTS) has a pool of its own. The driver gathers finished samples
+per shard and commits a shard as soon as all of its samples are back (``output.write_shard``).
 
 Resumption: a shard whose records exist is skipped; anything else is redone with the same ids and
 paths, so a run killed at any point and started again ends with every sample exactly once, either
@@ -42,9 +43,8 @@ Log = Callable[[str], None]
 class StageSpec:
     """One corpus stage: ``fn`` is a batch function ``fn(samples, **kwargs) -> samples`` or a class
     built with ``kwargs`` whose instances are called on batches. Ray Data runs it over batches of
-    ``batch_size`` samples: in tasks (consecutive task stages fuse into one task per block; a
-    class is built once per worker process), or, when ``holds_model`` (an LLM, a GPU TTS, ASR),
-    in an actor pool of its own."""
+    ``batch_size`` samples in actor pools: consecutive light stages share one pool (one chain,
+    see :func:`_chains`), a stage that ``holds_model`` (an LLM, a GPU TTS, ASR) has its own."""
 
     name: str
     fn: Callable[..., Any]
@@ -73,39 +73,71 @@ def run_stage(name: str, fn: Callable[[list[Sample]], list[Sample]], samples: li
     return samples
 
 
-# Stage objects built by task workers, kept for the life of the worker process (Ray reuses it).
-_STAGES_IN_THIS_WORKER: dict[str, Any] = {}
+class StageChainWorker:
+    """A Ray Data actor that runs a chain of stages on each batch, one after the other.
 
+    Stage objects (an espeak engine, a k-means codebook, an LLM) are built once, in the actor.
+    A chain is either consecutive light stages or one stage that holds a model (see
+    :func:`_chains`); ``data.workers`` actors each run the whole chain, so a batch's samples
+    cross the object store once per chain, not once per stage, and each actor keeps a few
+    batches queued (no idle gap between batches)."""
 
-def _stage_task(batch: dict[str, Any], spec: StageSpec) -> dict[str, Any]:
-    if isinstance(spec.fn, type):  # a stage with light state (espeak, a k-means codebook)
-        key = f"{spec.name}:{spec.fn.__qualname__}:{spec.kwargs!r}"
-        if key not in _STAGES_IN_THIS_WORKER:
-            _STAGES_IN_THIS_WORKER[key] = spec.fn(**spec.kwargs)
-        fn = _STAGES_IN_THIS_WORKER[key]
-    else:
-        fn = lambda xs: spec.fn(xs, **spec.kwargs)  # noqa: E731
-    return samples_to_batch(run_stage(spec.name, fn, batch_to_samples(batch)))
-
-
-class StageWorker:
-    """A Ray Data actor holding one stage's model (TTS engine, unit tokenizer, LLM, ASR)."""
-
-    def __init__(self, spec: StageSpec) -> None:
-        self.spec = spec
-        self.stage = spec.fn(**spec.kwargs)
+    def __init__(self, specs: list[StageSpec], scenario: ScenarioStep | None = None) -> None:
+        self.scenario = scenario
+        self.stages = [(spec.name, _build(spec)) for spec in specs]
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return samples_to_batch(run_stage(self.spec.name, self.stage, batch_to_samples(batch)))
+        if self.scenario is not None:
+            samples = self.scenario(batch)
+        else:
+            samples = batch_to_samples(batch)
+        for name, fn in self.stages:
+            samples = run_stage(name, fn, samples)
+        return samples_to_batch(samples)
 
 
-def _scenario_batch(batch: dict[str, Any], settings, shard_size: int) -> dict[str, Any]:
-    start = time.perf_counter()
-    samples = scenarios.make_scenarios([int(i) for i in batch["index"]], settings, shard_size)
-    share = (time.perf_counter() - start) / max(1, len(samples))
-    for s in samples:
-        s.timings[scenarios.STAGE] = round(share, 6)
-    return samples_to_batch(samples)
+def _build(spec: StageSpec) -> Callable[[list[Sample]], list[Sample]]:
+    if isinstance(spec.fn, type):
+        return spec.fn(**spec.kwargs)
+    return lambda xs: spec.fn(xs, **spec.kwargs)
+
+
+@dataclass(frozen=True)
+class ScenarioStep:
+    """Rows of sample indices -> scenario samples (the first step of the first chain)."""
+
+    settings: Any
+    shard_size: int
+
+    def __call__(self, batch: dict[str, Any]) -> list[Sample]:
+        start = time.perf_counter()
+        samples = scenarios.make_scenarios(
+            [int(i) for i in batch["index"]], self.settings, self.shard_size
+        )
+        share = (time.perf_counter() - start) / max(1, len(samples))
+        for s in samples:
+            s.timings[scenarios.STAGE] = round(share, 6)
+        return samples
+
+
+def _scenario_task(batch: dict[str, Any], scenario: ScenarioStep) -> dict[str, Any]:
+    return samples_to_batch(scenario(batch))
+
+
+def _chains(stages: Iterable[StageSpec]) -> list[list[StageSpec]]:
+    """Stages grouped: runs of consecutive light stages form one chain; a stage that holds a model
+    (an LLM, ASR), needs a GPU or is itself a Ray Data processor stands alone."""
+    groups: list[list[StageSpec]] = []
+    for spec in stages:
+        if _alone(spec) or not groups or _alone(groups[-1][0]):
+            groups.append([spec])
+        else:
+            groups[-1].append(spec)
+    return groups
+
+
+def _alone(spec: StageSpec) -> bool:
+    return bool(spec.holds_model or spec.num_gpus or getattr(spec.fn, "applies_to_dataset", False))
 
 
 def apply_stages(
@@ -114,41 +146,39 @@ def apply_stages(
     workers: int,
     cpus_per_worker: float,
     worker_retries: int,
+    scenario: ScenarioStep | None = None,
 ):
     """Compose stages on a Ray Dataset of sample rows (the pipeline is only this composition).
-    Each stage worker asks for ``spec.num_cpus * cpus_per_worker`` logical CPUs."""
+
+    With ``scenario``, ``ds`` holds sample indices and the first chain makes the scenarios. Each
+    chain (see :func:`_chains`) runs on an actor pool of ``workers`` actors, each asking for
+    ``num_cpus * cpus_per_worker`` logical CPUs (and the stage's GPUs)."""
     import ray.data
 
-    for spec in stages:
-        if getattr(spec.fn, "applies_to_dataset", False):
-            ds = spec.fn(ds, spec, workers)  # a stage that is itself a Ray Data processor
+    for chain in _chains(stages):
+        head = chain[0]
+        if getattr(head.fn, "applies_to_dataset", False):
+            if scenario is not None:  # scenarios first, in tasks (microseconds a sample)
+                ds = ds.map_batches(
+                    _scenario_task, fn_kwargs={"scenario": scenario}, batch_format="numpy"
+                )
+                scenario = None
+            ds = head.fn(ds, head, workers)  # a stage that is itself a Ray Data processor
             continue
-        common = dict(
-            batch_size=spec.batch_size,
+        extra = {"num_gpus": head.num_gpus} if head.num_gpus else {}
+        ds = ds.map_batches(
+            StageChainWorker,
+            fn_constructor_kwargs={"specs": chain, "scenario": scenario},
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            batch_size=min(spec.batch_size for spec in chain),
             batch_format="numpy",
-            num_cpus=spec.num_cpus * cpus_per_worker,
+            num_cpus=max(spec.num_cpus for spec in chain) * cpus_per_worker,
+            # A batch whose actor dies is retried this often, then its block fails (and its
+            # samples are quarantined as lost) instead of being retried forever.
+            max_task_retries=worker_retries,
+            **extra,
         )
-        if spec.num_gpus:
-            common["num_gpus"] = spec.num_gpus
-        # A batch whose worker dies is retried this often, then its block fails (and its
-        # samples are quarantined as lost) instead of being retried forever.
-        retries = {"max_task_retries" if spec.holds_model else "max_retries": worker_retries}
-        if spec.holds_model:
-            ds = ds.map_batches(
-                StageWorker,
-                fn_constructor_kwargs={"spec": spec},
-                compute=ray.data.ActorPoolStrategy(size=workers),
-                **common,
-                **retries,
-            )
-        else:
-            ds = ds.map_batches(
-                _stage_task,
-                fn_kwargs={"spec": spec},
-                compute=ray.data.TaskPoolStrategy(size=workers),
-                **common,
-                **retries,
-            )
+        scenario = None
     return ds
 
 
@@ -309,17 +339,13 @@ def _rendered_assistant_waves(cfg: PlatformConfig, scen, indices: range) -> list
     import ray.data
 
     ds = ray.data.from_items([{"index": i} for i in indices])
-    ds = ds.map_batches(
-        _scenario_batch,
-        fn_kwargs={"settings": scen, "shard_size": cfg.data.output.shard_size},
-        batch_format="numpy",
-    )
     ds = apply_stages(
         ds,
         script_stages(cfg, scen, template_only=True),
         cfg.data.workers,
         cfg.data.cpus_per_worker,
         cfg.data.worker_retries,
+        scenario=ScenarioStep(scen, cfg.data.output.shard_size),
     )
     return [
         s.waves[i]
@@ -460,17 +486,13 @@ def build_corpus(cfg: PlatformConfig, *, log: Log = print) -> dict[str, Any]:
             [{"index": i} for i in indices],
             override_num_blocks=max(1, math.ceil(len(indices) / d.render.batch_size)),
         )
-        ds = ds.map_batches(
-            _scenario_batch,
-            fn_kwargs={"settings": scen, "shard_size": size},
-            batch_format="numpy",
-        )
         ds = apply_stages(
             ds,
             corpus_stages(cfg, scen, root, tokenizer_uri),
             d.workers,
             d.cpus_per_worker,
             d.worker_retries,
+            scenario=ScenarioStep(scen, size),
         )
         commit_shards(_samples_of(ds), root, expected, scen, log, spk_emb)
     manifest, quarantine = output.merge_parts(root)
