@@ -1,7 +1,7 @@
 """Corpus-construction benchmark: dialogues per minute and audio hours per hour with 1 and 2 Ray
 workers per stage in the same run, the 1 -> 2 scaling ratio, and the seconds each stage spent.
 
-    .venv/bin/python bench/corpus.py [--dialogues 240] [--shard-size 5]
+    .venv/bin/python bench/corpus.py [--dialogues 480] [--shard-size 5]
 
 The unit tokenizer is fitted once before the timed runs (it is a separate job step), and a small
 warm-up build starts Ray's worker processes first. ``dialogues_per_min_{1,2}w`` and
@@ -40,7 +40,7 @@ def _timing_commits(commits: list[float]):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dialogues", type=int, default=240)
+    parser.add_argument("--dialogues", type=int, default=480)
     parser.add_argument("--shard-size", type=int, default=5)
     parser.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of the local Ray")
     args = parser.parse_args()
