@@ -29,31 +29,40 @@ PACK_MAX_PARAMETERS = 64_000_000
 
 
 class KVBuffer:
-    """Keys and values of one session in one LM: per layer ``kv_heads x capacity x head_dim``;
-    the first ``length`` positions are valid."""
+    """Keys and values of one session in one LM: per layer one ``2 kv_heads x capacity x
+    head_dim`` tensor, keys in the first ``kv_heads`` rows (``keys[layer]``, a view) and values in
+    the rest (``values[layer]``), so a step writes both with one copy. The first ``length``
+    positions are valid."""
 
     def __init__(self) -> None:
+        self.kv: list[torch.Tensor] = []
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.length = 0
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Write ``k``/``v`` (``kvh x n x hd``) after the valid positions of ``layer``; the caller
-        advances ``length`` once all layers are written."""
-        n = k.shape[1]
-        if layer == len(self.keys):
-            cap = max(64, 2 * (self.length + n))
-            self.keys.append(k.new_zeros(k.shape[0], cap, k.shape[2]))
-            self.values.append(v.new_zeros(v.shape[0], cap, v.shape[2]))
-        elif self.length + n > self.keys[layer].shape[1]:
-            cap = 2 * (self.length + n)
-            for store in (self.keys, self.values):
-                old = store[layer]
-                grown = old.new_zeros(old.shape[0], cap, old.shape[2])
-                grown[:, : self.length] = old[:, : self.length]
-                store[layer] = grown
-        self.keys[layer].narrow(1, self.length, n).copy_(k)
-        self.values[layer].narrow(1, self.length, n).copy_(v)
+    def append(self, layer: int, kv: torch.Tensor) -> None:
+        """Write ``kv`` (``2 kvh x n x hd``: keys then values) after the valid positions of
+        ``layer``; the caller advances ``length`` once all layers are written."""
+        n = kv.shape[1]
+        if layer == len(self.kv):
+            self._store(
+                layer, kv.new_zeros(kv.shape[0], max(64, 2 * (self.length + n)), kv.shape[2])
+            )
+        elif self.length + n > self.kv[layer].shape[1]:
+            old = self.kv[layer]
+            grown = old.new_zeros(old.shape[0], 2 * (self.length + n), old.shape[2])
+            grown[:, : self.length] = old[:, : self.length]
+            self._store(layer, grown)
+        self.kv[layer].narrow(1, self.length, n).copy_(kv)
+
+    def _store(self, layer: int, kv: torch.Tensor) -> None:
+        half = kv.shape[0] // 2
+        if layer == len(self.kv):
+            self.kv.append(kv)
+            self.keys.append(kv[:half])
+            self.values.append(kv[half:])
+        else:
+            self.kv[layer], self.keys[layer], self.values[layer] = kv, kv[:half], kv[half:]
 
     def layer(self, layer: int, extra: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Views ``1 x kvh x L x hd`` of the valid (plus ``extra`` just written) keys and values
@@ -231,6 +240,13 @@ class LeanLM:
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
         return x * torch.addcmul(self.eps_t, norm, norm, value=1.0 / x.shape[-1]).rsqrt_()
 
+    def _rms_(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_rms` in place."""
+        if x.dtype != torch.float32:
+            return x.copy_(self._rms(x))
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        return x.mul_(torch.addcmul(self.eps_t, norm, norm, value=1.0 / x.shape[-1]).rsqrt_())
+
     @staticmethod
     def _matmul(
         y: torch.Tensor, mats: tuple[torch.Tensor, ...], bias: torch.Tensor | None
@@ -258,23 +274,26 @@ class LeanLM:
             if w.ln1 is not None:
                 y = y * w.ln1
             qkv = self._matmul(y, w.qkv, w.qkv_bias).view(b * n, heads + 2 * kvh, hd)
+            # Norm and rotary embedding in place on q and k together, so that the new keys and
+            # values stay side by side in qkv and go to the cache in one copy.
             qk = qkv[:, : heads + kvh]
             if w.qk_norm is not None:  # Qwen3 normalises each head before the rotary embedding
-                qk = self._rms(qk) * w.qk_norm
-            qk = torch.addcmul(qk * cos, qk @ self.rot, sin)  # q and k rotated together
-            v = qkv[:, heads + kvh :]
+                self._rms_(qk).mul_(w.qk_norm)
+            rotated = qk @ self.rot
+            qk.mul_(cos).addcmul_(rotated, sin)
+            q, kv = qkv[:, :heads], qkv[:, heads:]
             outs = []
             for s, cache in enumerate(caches):
-                rows = slice(s * n, (s + 1) * n)
-                cache.append(i, qk[rows, heads:].transpose(0, 1), v[rows].transpose(0, 1))
+                q_s, kv_s = (q, kv) if b == 1 else (q[s * n : (s + 1) * n], kv[s * n : (s + 1) * n])
+                cache.append(i, kv_s.transpose(0, 1))
                 end = lengths[s] + n
                 keys = cache.keys[i].narrow(1, 0, end)
                 values = cache.values[i].narrow(1, 0, end)
                 if manual:
-                    q = qk[s, :heads].view(kvh, group, hd)
+                    q_s = q_s.view(kvh, group, hd)
                     if self.q_scale != 1.0:
-                        q = q * self.q_scale
-                    scores = torch.bmm(q, keys.transpose(1, 2))
+                        q_s = q_s * self.q_scale
+                    scores = torch.bmm(q_s, keys.transpose(1, 2))
                     outs.append(torch.bmm(scores.softmax(-1), values).view(1, heads * hd))
                     continue
                 past = lengths[s]
@@ -287,7 +306,7 @@ class LeanLM:
                         masks[past] = m
                     mask = masks[past]
                 o = F.scaled_dot_product_attention(
-                    qk[rows, :heads].transpose(0, 1)[None],
+                    q_s.transpose(0, 1)[None],
                     keys[None],
                     values[None],
                     attn_mask=mask,
@@ -296,26 +315,24 @@ class LeanLM:
                     enable_gqa=True,
                 )
                 outs.append(o[0].transpose(0, 1).reshape(n, heads * hd))
-            o = outs[0] if b == 1 else torch.cat(outs)
-            h = torch.addmm(h, o, w.o)
+            h = torch.addmm(h, outs[0] if b == 1 else torch.cat(outs), w.o)
             if w.o_bias is not None:
                 h = h + w.o_bias
             y = self._rms(h)
             if w.ln2 is not None:
                 y = y * w.ln2
-            gu = self._matmul(y, w.gate_up, w.gate_up_bias)
-            inner = gu.shape[1] // 2
-            h = torch.addmm(h, self.act(gu[:, :inner]) * gu[:, inner:], w.down)
+            gate, up = self._matmul(y, w.gate_up, w.gate_up_bias).chunk(2, 1)
+            h = torch.addmm(h, self.act(gate).mul_(up), w.down)
             if w.down_bias is not None:
                 h = h + w.down_bias
         for cache in caches:
             cache.length += n
-        hidden = (self._rms(h) * self.norm).view(b, n, d)
+        h = self._rms(h).mul_(self.norm)
         if not logits:
-            return hidden, None
-        last = hidden[:, -1]
+            return h.view(b, n, d), None
+        last = h if n == 1 else h.view(b, n, d)[:, -1]
         out = torch.mm(last, self.head)
-        return hidden, out if self.head_bias is None else out + self.head_bias
+        return h.view(b, n, d), out if self.head_bias is None else out + self.head_bias
 
 
 def hf_step(lm: nn.Module, x: torch.Tensor, caches: list[KVBuffer]) -> torch.Tensor:
@@ -329,7 +346,7 @@ def hf_step(lm: nn.Module, x: torch.Tensor, caches: list[KVBuffer]) -> torch.Ten
         pos = torch.arange(cache.length, cache.length + n, device=x.device)[None]
         out = lm.base_model(inputs_embeds=x[s : s + 1], position_ids=pos, cache=dc, use_cache=True)
         for i, layer in enumerate(out.cache.layers):
-            cache.append(i, layer.keys[0, :, -n:], layer.values[0, :, -n:])
+            cache.append(i, torch.cat((layer.keys[0, :, -n:], layer.values[0, :, -n:])))
         cache.length += n
         outs.append(out.last_hidden_state)
     return torch.cat(outs)
@@ -345,8 +362,8 @@ def decode_step(
     packed weights are made once per module and kept on it (a plain attribute, never saved);
     they are rebuilt when a session starts (an empty cache) after the weights changed.
     """
-    if torch.is_grad_enabled():  # decoding never needs a graph
-        with torch.no_grad():
+    if not torch.is_inference_mode_enabled():  # decoding never needs a graph or versions
+        with torch.inference_mode():
             return decode_step(lm, x, caches, logits=logits)
     cached = lm.__dict__.get("_opens2s_lean", _UNSET)
     if cached is _UNSET or (

@@ -15,11 +15,13 @@ of its session, so a TTS chunk forward carries the last unit of the previous chu
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from opens2s.model.decode_step import KVBuffer, decode_step
@@ -126,10 +128,33 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, gen: torch.Genera
     return int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
 
 
+def _greedy_picks(logits: torch.Tensor, group: list[DecodeState]) -> list[int] | None:
+    """Every row's argmax in one op when all sessions decode greedily (as ``sample_token``
+    picks at temperature 0), else None: sampled rows draw one by one from their generators."""
+    if all(s.sampling.temperature <= 0 for s in group):
+        return logits.argmax(-1).tolist()
+    return None
+
+
 def _generator(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)
     return g
+
+
+def _bridge(model: OpenS2SModel) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model.text_to_tts`` as two functional calls on its own weights when it is the plain
+    Linear + LayerNorm of the released layout (a text step's module calls cost more than their
+    math), else the method itself."""
+    linear, norm = model.llm2tts, model.llm_ln
+    if type(linear) is not nn.Linear or type(norm) is not nn.LayerNorm:
+        return model.text_to_tts
+
+    def text_to_tts(hidden: torch.Tensor) -> torch.Tensor:
+        projected = F.linear(hidden, linear.weight, linear.bias)
+        return F.layer_norm(projected, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+    return text_to_tts
 
 
 class StreamingDecoder:
@@ -149,7 +174,10 @@ class StreamingDecoder:
         vocab = tokenizer.get_vocab()
         self.end_tokens = {vocab[t] for t in (TTS_END, IM_END, PAD_TOKEN) if t in vocab}
         # Module look-ups cost more than a one-position step's math: keep the references.
+        self._llm = model.llm_model
         self._tts = model.tts_lm_model
+        self._llm_embed = model.llm_model.get_input_embeddings()
+        self._text_to_tts = _bridge(model)
         self._tts_embed = model.tts_lm_model.get_input_embeddings().weight
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
@@ -271,12 +299,11 @@ class StreamingDecoder:
             text_gen=_generator(sampling.seed),
             unit_gen=_generator(sampling.seed + 1),
         )
-        self._take_text_token(state, logits[0])
+        self._take_text_token(state, sample_token(logits[0], sampling, state.text_gen))
         state.outbox.extend(self._text_delta(state))
         return state
 
-    def _take_text_token(self, s: DecodeState, logits: torch.Tensor) -> None:
-        token = sample_token(logits, s.sampling, s.text_gen)
+    def _take_text_token(self, s: DecodeState, token: int) -> None:
         s.next_token = token
         if token not in self.end_tokens:
             s.text_tokens.append(token)
@@ -308,10 +335,7 @@ class StreamingDecoder:
         else:
             s.phase = "text" if not s.text_done else "done"
 
-    def _take_unit(self, s: DecodeState, logits: torch.Tensor) -> list[Event]:
-        # Only unit ids and the end of speech are valid outputs of the TTS LM.
-        logits = logits[: self.eos_unit + 1]
-        unit = sample_token(logits, s.sampling, s.unit_gen)
+    def _take_unit(self, s: DecodeState, unit: int) -> list[Event]:
         if unit == self.eos_unit:
             s.units_done, s.unit_reason, s.next_unit = True, "complete", None
             return []
@@ -323,29 +347,27 @@ class StreamingDecoder:
             s.next_unit = unit
         return [UnitChunk([unit])]
 
-    @torch.no_grad()
     def step(self, states: list[DecodeState]) -> list[list[Event]]:
         """Advance every live session by one forward; returns each session's new events."""
+        if not torch.is_inference_mode_enabled():  # decoding never needs a graph or versions
+            with torch.inference_mode():
+                return self.step(states)
         events: list[list[Event]] = []
-        for s in states:
+        llm: list[int] = []
+        tts: dict[int, list[int]] = {}  # by new TTS positions: one batched forward per length
+        for i, s in enumerate(states):
             events.append(s.outbox)
             s.outbox = []
-        groups: dict[tuple[str, int], list[int]] = {}
-        for i, s in enumerate(states):
-            if s.phase == "done":
-                continue
             if s.phase == "text":
-                groups.setdefault(("llm", 1), []).append(i)
-            else:
-                n = len(s.pending) if s.phase == "flush" else 1
-                if s.phase == "flush" and s.next_unit is not None:
-                    n += 1
-                groups.setdefault(("tts", n), []).append(i)
-        for (kind, _), idx in groups.items():
-            if kind == "llm":
-                self._llm_step([states[i] for i in idx], [events[i] for i in idx])
-            else:
-                self._tts_step([states[i] for i in idx], [events[i] for i in idx])
+                llm.append(i)
+            elif s.phase == "unit":
+                tts.setdefault(1, []).append(i)
+            elif s.phase == "flush":
+                tts.setdefault(len(s.pending) + (s.next_unit is not None), []).append(i)
+        if llm:
+            self._llm_step([states[i] for i in llm], [events[i] for i in llm])
+        for idx in tts.values():
+            self._tts_step([states[i] for i in idx], [events[i] for i in idx])
         for s, ev in zip(states, events, strict=True):
             if s.phase == "done":
                 continue
@@ -359,12 +381,12 @@ class StreamingDecoder:
         return events
 
     def _llm_step(self, group: list[DecodeState], events: list[list[Event]]) -> None:
-        embed = self.model.llm_model.get_input_embeddings()
         ids = torch.tensor([[s.next_token] for s in group], device=self.device)
         hidden, logits = decode_step(
-            self.model.llm_model, embed(ids), [s.llm_kv for s in group], logits=True
+            self._llm, self._llm_embed(ids), [s.llm_kv for s in group], logits=True
         )
-        projected = self.model.text_to_tts(hidden[:, -1])
+        projected = self._text_to_tts(hidden[:, -1])
+        greedy = _greedy_picks(logits, group)
         for i, s in enumerate(group):
             fed = s.next_token
             if not s.units_done:
@@ -374,25 +396,28 @@ class StreamingDecoder:
             if s.text_done:
                 events[i].extend(self._text_delta(s, final=True))
             else:
-                self._take_text_token(s, logits[i])
+                token = greedy[i] if greedy else sample_token(logits[i], s.sampling, s.text_gen)
+                self._take_text_token(s, token)
                 events[i].extend(self._text_delta(s))
 
     def _tts_step(self, group: list[DecodeState], events: list[list[Event]]) -> None:
         embed = self._tts_embed
         inputs = []
         for s in group:
-            parts = []
-            if s.next_unit is not None:
-                parts.append(embed[s.next_unit : s.next_unit + 1])
-                s.next_unit = None
-            if s.phase == "flush":
-                parts.extend(s.pending)
-                s.pending, s.n_hidden_pending, s.units_in_chunk = [], 0, 0
+            unit, s.next_unit = s.next_unit, None
+            if s.phase != "flush":  # "unit": the last sampled unit alone
+                inputs.append(embed[unit : unit + 1])
+                continue
+            parts = s.pending if unit is None else [embed[unit : unit + 1], *s.pending]
+            s.pending, s.n_hidden_pending, s.units_in_chunk = [], 0, 0
             inputs.append(parts[0] if len(parts) == 1 else torch.cat(parts))
         x = inputs[0][None] if len(inputs) == 1 else torch.stack(inputs)
-        _, logits = decode_step(self.model.tts_lm_model, x, [s.tts_kv for s in group], logits=True)
+        _, logits = decode_step(self._tts, x, [s.tts_kv for s in group], logits=True)
+        logits = logits[:, : self.eos_unit + 1]  # only unit ids and the end of speech are valid
+        greedy = _greedy_picks(logits, group)
         for i, s in enumerate(group):
-            events[i].extend(self._take_unit(s, logits[i]))
+            unit = greedy[i] if greedy else sample_token(logits[i], s.sampling, s.unit_gen)
+            events[i].extend(self._take_unit(s, unit))
 
     def decode(self, wave: np.ndarray | None = None, **start_kwargs) -> Iterator[Event]:
         """One session from start to Done, as a stream of events."""
