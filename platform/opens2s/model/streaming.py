@@ -176,7 +176,10 @@ class StreamingDecoder:
         # Module look-ups cost more than a one-position step's math: keep the references.
         self._llm = model.llm_model
         self._tts = model.tts_lm_model
-        self._llm_embed = model.llm_model.get_input_embeddings()
+        self._llm_embed = embed = model.llm_model.get_input_embeddings()
+        # A plain embedding table is indexed directly (a module call per text step costs more).
+        plain = type(embed) is nn.Embedding and embed.max_norm is None
+        self._llm_table = embed.weight if plain else None
         self._text_to_tts = _bridge(model)
         self._tts_embed = model.tts_lm_model.get_input_embeddings().weight
         self.device = next(model.parameters()).device
@@ -309,7 +312,9 @@ class StreamingDecoder:
             s.text_tokens.append(token)
 
     def _text_delta(self, s: DecodeState, final: bool = False) -> list[Event]:
-        text = self.tokenizer.decode(s.text_tokens, skip_special_tokens=True)
+        # What decode() runs for a flat list of ints, minus its per-call scan of the whole list
+        # (to_py_obj), which grows with the answer and runs every text step.
+        text = self.tokenizer._decode(s.text_tokens, skip_special_tokens=True)
         # Byte-level BPE may end mid-character: wait for the rest unless the text has ended.
         if (text.endswith("\ufffd") and not final) or len(text) <= len(s.emitted_text):
             return []
@@ -381,10 +386,14 @@ class StreamingDecoder:
         return events
 
     def _llm_step(self, group: list[DecodeState], events: list[list[Event]]) -> None:
-        ids = torch.tensor([[s.next_token] for s in group], device=self.device)
-        hidden, logits = decode_step(
-            self._llm, self._llm_embed(ids), [s.llm_kv for s in group], logits=True
-        )
+        table = self._llm_table
+        if table is not None and len(group) == 1:
+            token = group[0].next_token
+            x = table[None, token : token + 1]
+        else:
+            ids = torch.tensor([[s.next_token] for s in group], device=self.device)
+            x = self._llm_embed(ids) if table is None else table[ids]
+        hidden, logits = decode_step(self._llm, x, [s.llm_kv for s in group], logits=True)
         projected = self._text_to_tts(hidden[:, -1])
         greedy = _greedy_picks(logits, group)
         for i, s in enumerate(group):
