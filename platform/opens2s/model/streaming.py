@@ -340,23 +340,26 @@ class StreamingDecoder:
         else:
             s.phase = "text" if not s.text_done else "done"
 
-    def _take_unit(self, s: DecodeState, unit: int) -> list[Event]:
+    def _take_unit(self, s: DecodeState, unit: int, events: list[Event]) -> None:
         if unit == self.eos_unit:
             s.units_done, s.unit_reason, s.next_unit = True, "complete", None
-            return []
+            return
         s.units.append(unit)
         s.units_in_chunk += 1
         if len(s.units) >= s.sampling.max_units:
             s.units_done, s.unit_reason, s.next_unit = True, "max_units", None
         else:
             s.next_unit = unit
-        return [UnitChunk([unit])]
+        events.append(UnitChunk([unit]))
 
     def step(self, states: list[DecodeState]) -> list[list[Event]]:
         """Advance every live session by one forward; returns each session's new events."""
         if not torch.is_inference_mode_enabled():  # decoding never needs a graph or versions
             with torch.inference_mode():
-                return self.step(states)
+                return self._step(states)
+        return self._step(states)
+
+    def _step(self, states: list[DecodeState]) -> list[list[Event]]:
         events: list[list[Event]] = []
         llm: list[int] = []
         tts: dict[int, list[int]] = {}  # by new TTS positions: one batched forward per length
@@ -426,7 +429,7 @@ class StreamingDecoder:
         greedy = _greedy_picks(logits, group)
         for i, s in enumerate(group):
             unit = greedy[i] if greedy else sample_token(logits[i], s.sampling, s.unit_gen)
-            events[i].extend(self._take_unit(s, unit))
+            self._take_unit(s, unit, events[i])
 
     def decode(self, wave: np.ndarray | None = None, **start_kwargs) -> Iterator[Event]:
         """One session from start to Done, as a stream of events."""
