@@ -8,7 +8,8 @@ RTF is a response's wall time over its audio duration (< 1: faster than playback
 counts as real time when the 95th percentile RTF of its answers is below 1. TTFA after prefill
 (first audio minus the prompt's prefill) isolates what the block schedule changes. CPU seconds
 per audio second (process time) give the capacity of one dedicated core, which the wall-clock
-numbers cannot on a shared, loaded machine.
+numbers cannot on a shared, loaded machine. ``playback_stalls`` counts answers whose playback,
+started at the first chunk, would have run dry before a later chunk arrived.
 
 Usage: ``python bench/serve.py [--repeats N]``. The last line is one JSON object.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -32,7 +34,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from opens2s.config import load_config  # noqa: E402
 from opens2s.config.serve import VocoderBlocks  # noqa: E402
 from opens2s.serving.decode_loop import BatchedDecodeLoop, TurnRequest  # noqa: E402
-from opens2s.serving.speech_stack import DEMO_SENTENCES, load_speech_stack  # noqa: E402
+from opens2s.serving.speech_stack import (  # noqa: E402
+    DEMO_SENTENCES,
+    FIRST_BLOCK_GRIFFIN_LIM_ITERS,
+    load_speech_stack,
+)
 
 CONCURRENCY = (1, 2, 4, 8, 16)
 
@@ -57,10 +63,17 @@ async def run_turns(
             sampling={"seed": seed0 + i},
             blocks=blocks,
         )
-        done = None
+        done, t0, played, stalled = None, None, 0.0, False
         async for ev in loop.respond(req):
+            if ev["type"] == "response.audio.delta":
+                now = time.perf_counter()
+                t0 = now if t0 is None else t0
+                # a chunk that arrives after the audio before it has finished playing is a gap
+                stalled = stalled or now > t0 + played
+                played += ev["samples"] / ev["sample_rate"]
             if ev["type"] == "response.done":
                 done = ev
+        done["stalled"] = stalled
         return done
 
     return await asyncio.gather(*(one(i) for i in range(n)))
@@ -115,6 +128,8 @@ def main() -> None:
             "rtf_p95": pct(rtf, 95),
             "rtf_max": round(max(rtf), 3),
             "audio_s_mean": round(float(np.mean([d["audio_seconds"] for d in dones])), 2),
+            # answers whose playback, started at the first chunk, would have had to wait
+            "playback_stalls": sum(d["stalled"] for d in dones),
             "mean_batch": round(float(np.mean([d["mean_batch"] for d in dones])), 2),
             # CPU seconds this process spent per second of audio it produced: independent of
             # how many other programs share the cores, unlike the wall-clock RTF.
@@ -133,12 +148,15 @@ def main() -> None:
         "decode_then_vocode": VocoderBlocks(schedule="whole"),
     }
     per_schedule: dict[str, list[dict]] = {k: [] for k in schedules}
+    # A turn's prefill runs slower after a turn that vocoded a lot (colder caches): a fixed order
+    # would always put the same schedule after decode-then-vocode, so the orders cycle.
+    orders = itertools.cycle(itertools.permutations(schedules))
     for r in range(args.repeats):
         for n in CONCURRENCY:
             per_level[n] += run(n, None, 1000 * r + 100 * n)
         for k in range(3):
-            for name, blocks in schedules.items():
-                per_schedule[name] += run(1, blocks, 1000 * r + k)
+            for name in next(orders):
+                per_schedule[name] += run(1, schedules[name], 1000 * r + k)
     table = [summary(n, per_level[n]) for n in CONCURRENCY]
     single = {name: summary(1, dones) for name, dones in per_schedule.items()}
     for row in table:
@@ -167,8 +185,9 @@ def main() -> None:
         "ttfa_ms_decode_then_vocode_p50": whole["ttfa_ms_p50"],
         "prefill_ms_p50": growing["prefill_ms_p50"],
         "per_concurrency": table,
-        "schedule": f"growing: first {a.vocoder_first_block_units} units, x2 up to "
-        f"{a.vocoder_max_block_units}, overlap {a.vocoder_overlap_units}",
+        "schedule": f"growing: first {a.vocoder_first_block_units} units "
+        f"({FIRST_BLOCK_GRIFFIN_LIM_ITERS} Griffin-Lim iterations, then {a.griffin_lim_iters}), "
+        f"x2 up to {a.vocoder_max_block_units}, overlap {a.vocoder_overlap_units}",
         "vocoder_sample_rate": loop.sample_rate,
         "max_units": args.max_units,
         "repeats": args.repeats,

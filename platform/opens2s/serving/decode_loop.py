@@ -4,7 +4,7 @@ Each response is explicit state (the decoder's per-session state, its unit block
 stream); responses join the batch when their prefill is done and leave it when they finish or their
 client goes away, so sessions of different lengths share each batched step (Moshi's
 "desynchronized streams with batching"). Heavy work (prefill, step, vocoding) runs on one compute
-thread so the event loop keeps streaming events out while the next step runs.
+thread, iteration after iteration, while the event loop streams the events out.
 
 Nothing here knows Ray: the Serve deployment in ``model_deployment`` wraps it, and a test or a
 benchmark can drive it directly.
@@ -13,6 +13,7 @@ benchmark can drive it directly.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,7 @@ class _Active:
     queue: asyncio.Queue
     blocks: VocoderBlocks
     t_arrived: float
+    loop: asyncio.AbstractEventLoop
     t_prefilled: float | None = None
     state: Any = None
     vocoder: Any = None
@@ -64,6 +66,11 @@ class BatchedDecodeLoop:
     decoder), ``decoder_step(states) -> list[list[event]]`` advances all of them by one step;
     ``vocoder_for(blocks)`` gives the vocoder (``sample_rate``, ``stream()`` with push/flush) that
     cuts blocks as ``blocks`` says.
+
+    The compute thread runs iterations back to back while any response is active and hands each
+    response's events to its event loop as soon as they exist (``call_soon_threadsafe``): no
+    round trip through the event loop between two steps, and a response whose first block is
+    ready is vocoded and sent before the others of that step are vocoded.
     """
 
     def __init__(
@@ -80,9 +87,10 @@ class BatchedDecodeLoop:
         self.blocks = blocks
         self.sample_rate = int(vocoder_for(blocks).sample_rate)
         self.max_batch = max_batch
+        self._lock = threading.Lock()  # guards _pending and _working
         self._pending: list[_Active] = []
-        self._active: list[_Active] = []
-        self._task: asyncio.Task | None = None
+        self._active: list[_Active] = []  # the compute thread's own
+        self._working = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self.steps = 0
         self.batch_sizes: list[int] = []
@@ -99,10 +107,13 @@ class BatchedDecodeLoop:
             queue=asyncio.Queue(),
             blocks=req.blocks or self.blocks,
             t_arrived=time.perf_counter(),
+            loop=asyncio.get_running_loop(),
         )
-        self._pending.append(entry)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        with self._lock:
+            self._pending.append(entry)
+            if not self._working:
+                self._working = True
+                self._executor.submit(self._work)
         try:
             while True:
                 ev = await entry.queue.get()
@@ -112,64 +123,90 @@ class BatchedDecodeLoop:
         finally:
             entry.cancelled = True
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending or self._active:
-            self._active = [a for a in self._active if not a.cancelled]
-            # One prefill per iteration: sessions already talking get a step between two
-            # prefills instead of stalling while a crowd of new turns is prefilled.
-            room = min(1, self.max_batch - len(self._active))
-            admit, self._pending = self._pending[:room], self._pending[room:]
-            for entry in admit:
-                if entry.cancelled:
-                    continue
-                try:
-                    entry.state = await loop.run_in_executor(self._executor, self._prefill, entry)
-                except Exception as e:  # a bad turn must not stop the others
-                    code = "invalid_request" if isinstance(e, ValueError) else "decode_failed"
-                    self._fail(entry, code, f"could not start the response: {e}")
-                    continue
-                self._active.append(entry)
-            if not self._active:
-                await asyncio.sleep(0)
-                continue
-            batch = list(self._active)
-            try:
-                outs = await loop.run_in_executor(self._executor, self._step_batch, batch)
-            except Exception as e:
-                for entry in batch:
-                    self._fail(entry, "decode_failed", f"decode step failed: {e}")
-                self._active = [a for a in self._active if a not in batch]
-                continue
-            self.steps += 1
-            self.batch_sizes.append(len(batch))
-            for entry, (events, finished) in zip(batch, outs, strict=True):
-                for ev in events:
-                    entry.queue.put_nowait(ev)
-                if finished:
-                    entry.queue.put_nowait(None)
-                    self._active.remove(entry)
-            await asyncio.sleep(0)
-
-    @staticmethod
-    def _fail(entry: _Active, code: str, message: str) -> None:
-        rid = entry.req.response_id
-        entry.queue.put_nowait(error_event(code, message, response_id=rid))
-        entry.queue.put_nowait(event("response.done", response_id=rid, status="failed"))
-        entry.queue.put_nowait(None)
-
     # --- compute thread -------------------------------------------------------------------
 
-    def _prefill(self, entry: _Active) -> Any:
-        state = self._start(entry.req)
+    def _work(self) -> None:
+        """Iterate until no response is active or waiting."""
+        try:
+            while self._iteration():
+                pass
+        except Exception as e:  # a bug here must not leave clients waiting forever
+            with self._lock:
+                everyone, self._pending, self._working = self._active + self._pending, [], False
+            self._active = []
+            for entry in everyone:
+                self._fail(entry, "decode_failed", f"decode loop failed: {e}")
+
+    def _iteration(self) -> bool:
+        with self._lock:
+            self._active = [a for a in self._active if not a.cancelled]
+            if not self._pending and not self._active:
+                self._working = False
+                return False
+            # One prefill per iteration: sessions already talking get a step between two
+            # prefills instead of stalling while a crowd of new turns is prefilled.
+            admit = None
+            if self._pending and len(self._active) < self.max_batch:
+                admit = self._pending.pop(0)
+        if admit is not None and not admit.cancelled:
+            try:
+                self._prefill(admit)
+                self._active.append(admit)
+            except Exception as e:  # a bad turn must not stop the others
+                code = "invalid_request" if isinstance(e, ValueError) else "decode_failed"
+                self._fail(admit, code, f"could not start the response: {e}")
+        if not self._active:
+            return True
+        batch = list(self._active)
+        try:
+            results = self._step([a.state for a in batch])
+        except Exception as e:
+            for entry in batch:
+                self._fail(entry, "decode_failed", f"decode step failed: {e}")
+            self._active = [a for a in self._active if a not in batch]
+            return True
+        self.steps += 1
+        self.batch_sizes.append(len(batch))
+        # Responses still waiting for their first audio are vocoded (and sent) first.
+        order = sorted(range(len(batch)), key=lambda i: batch[i].t_first_audio is not None)
+        for i in order:
+            entry = batch[i]
+            try:
+                events, finished = self._handle(entry, results[i])
+            except Exception as e:
+                self._fail(entry, "decode_failed", f"vocoding failed: {e}")
+                self._active.remove(entry)
+                continue
+            if finished:
+                self._active.remove(entry)
+            self._send(entry, events, finished)
+        return True
+
+    @staticmethod
+    def _send(entry: _Active, events: list[dict[str, Any]], finished: bool) -> None:
+        """Hand events to the response's event loop (from the compute thread)."""
+        if not events and not finished:
+            return
+        items = [*events, None] if finished else events
+        try:
+            entry.loop.call_soon_threadsafe(_put_all, entry.queue, items)
+        except RuntimeError:  # the client's event loop is closed: nobody is listening
+            entry.cancelled = True
+
+    @classmethod
+    def _fail(cls, entry: _Active, code: str, message: str) -> None:
+        rid = entry.req.response_id
+        failed = [
+            error_event(code, message, response_id=rid),
+            event("response.done", response_id=rid, status="failed"),
+        ]
+        cls._send(entry, failed, finished=True)
+
+    def _prefill(self, entry: _Active) -> None:
+        entry.state = self._start(entry.req)
         entry.t_prefilled = time.perf_counter()
         entry.vocoder = self._vocoder_for(entry.blocks)
         entry.vstream = entry.vocoder.stream()
-        return state
-
-    def _step_batch(self, batch: list[_Active]) -> list[tuple[list[dict[str, Any]], bool]]:
-        results = self._step([a.state for a in batch])
-        return [self._handle(entry, evs) for entry, evs in zip(batch, results, strict=True)]
 
     def _handle(self, entry: _Active, events: list[Any]) -> tuple[list[dict[str, Any]], bool]:
         rid = entry.req.response_id
@@ -228,3 +265,8 @@ class BatchedDecodeLoop:
     def close(self) -> None:
         """Stop the compute thread (replica shutdown)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _put_all(queue: asyncio.Queue, items: list[Any]) -> None:
+    for item in items:
+        queue.put_nowait(item)
