@@ -334,14 +334,21 @@ class Ingress:
                 limits=self.limits.model_dump(),
             )
         )
+        expired = error_event(
+            "session_expired",
+            f"session reached its maximum length ({self.limits.max_session_seconds:g} s)",
+        )
         while True:
             remaining = self.limits.max_session_seconds - (time.monotonic() - t_open)
+            if remaining <= 0:  # also for a client whose frames never leave receive() idle
+                self.metrics.error("session_expired")
+                await link.send(expired)
+                return
             try:
-                msg = await asyncio.wait_for(link.ws.receive(), timeout=max(remaining, 0.01))
+                msg = await asyncio.wait_for(link.ws.receive(), timeout=remaining)
             except TimeoutError:
-                await link.send(
-                    error_event("session_expired", "session reached its maximum length")
-                )
+                self.metrics.error("session_expired")
+                await link.send(expired)
                 return
             except WebSocketDisconnect:
                 return
