@@ -9,7 +9,9 @@ counts as real time when the 95th percentile RTF of its answers is below 1. TTFA
 (first audio minus the prompt's prefill) isolates what the block schedule changes. CPU seconds
 per audio second (process time) give the capacity of one dedicated core, which the wall-clock
 numbers cannot on a shared, loaded machine. ``playback_stalls`` counts answers whose playback,
-started at the first chunk, would have run dry before a later chunk arrived.
+started at the first chunk, would have run dry before a later chunk arrived, and
+``playout_buffer_ms_p95`` is how long a client must buffer before playing for 95% of the answers
+to play without a gap.
 
 Usage: ``python bench/serve.py [--repeats N]``. The last line is one JSON object.
 """
@@ -63,17 +65,19 @@ async def run_turns(
             sampling={"seed": seed0 + i},
             blocks=blocks,
         )
-        done, t0, played, stalled = None, None, 0.0, False
+        done, t0, played, late = None, None, 0.0, 0.0
         async for ev in loop.respond(req):
             if ev["type"] == "response.audio.delta":
                 now = time.perf_counter()
                 t0 = now if t0 is None else t0
-                # a chunk that arrives after the audio before it has finished playing is a gap
-                stalled = stalled or now > t0 + played
+                # a chunk that arrives after the audio before it has finished playing is a gap;
+                # a client that waits `late` seconds before starting playback never hears one
+                late = max(late, now - (t0 + played))
                 played += ev["samples"] / ev["sample_rate"]
             if ev["type"] == "response.done":
                 done = ev
-        done["stalled"] = stalled
+        done["stalled"] = late > 0
+        done["playout_buffer_ms"] = late * 1000
         return done
 
     return await asyncio.gather(*(one(i) for i in range(n)))
@@ -130,6 +134,8 @@ def main() -> None:
             "audio_s_mean": round(float(np.mean([d["audio_seconds"] for d in dones])), 2),
             # answers whose playback, started at the first chunk, would have had to wait
             "playback_stalls": sum(d["stalled"] for d in dones),
+            # how long a client must buffer before playing so that none of these answers gaps
+            "playout_buffer_ms_p95": pct([d["playout_buffer_ms"] for d in dones], 95),
             "mean_batch": round(float(np.mean([d["mean_batch"] for d in dones])), 2),
             # CPU seconds this process spent per second of audio it produced: independent of
             # how many other programs share the cores, unlike the wall-clock RTF.
@@ -180,6 +186,10 @@ def main() -> None:
         ),
         "realtime_sessions_per_replica": realtime,
         "realtime_sessions_per_core_by_cpu_time": per_core,
+        # the client-side buffer that keeps answers gap-free at that many sessions
+        "playout_buffer_ms_p95_at_realtime": next(
+            (r["playout_buffer_ms_p95"] for r in table if r["sessions"] == realtime), None
+        ),
         "ttfa_ms_growing_p50": growing["ttfa_ms_p50"],
         "ttfa_ms_fixed24_p50": fixed["ttfa_ms_p50"],
         "ttfa_ms_decode_then_vocode_p50": whole["ttfa_ms_p50"],

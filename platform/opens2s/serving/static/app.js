@@ -11,6 +11,7 @@ const state = (window.opens2s = {
   turnsDone: 0,
   audioSamplesReceived: 0,
   buffersPlayed: 0,
+  underruns: 0, // chunks that arrived after the audio before them had finished playing
   playedLevelMax: 0,
   micLevelMax: 0,
   lastTtfaMs: null,
@@ -20,7 +21,12 @@ const state = (window.opens2s = {
 
 let ws = null;
 let capture = null; // { ctx, stream, node }
-let player = null; // { ctx, analyser, nextTime }
+let player = null; // { ctx, analyser, nextTime, lead, inResponse, sources }
+// Playout buffer: the first chunk of an answer starts `lead` seconds after it arrives. It starts
+// small (time to first audio is the point of streaming) and grows by each underrun's length when
+// a chunk arrives after the audio before it has finished (a busy server), up to LEAD_MAX.
+const LEAD_MIN = 0.02;
+const LEAD_MAX = 0.3;
 let turnEndedAt = null;
 let firstAudioSeen = false;
 let assistantLine = null;
@@ -59,7 +65,7 @@ async function startPlayer() {
   const analyser = ctx.createAnalyser();
   analyser.fftSize = 1024;
   analyser.connect(ctx.destination);
-  player = { ctx, analyser, nextTime: 0, sources: new Set() };
+  player = { ctx, analyser, nextTime: 0, lead: LEAD_MIN, inResponse: false, sources: new Set() };
   const data = new Float32Array(analyser.fftSize);
   const meter = () => {
     if (!player) return;
@@ -88,7 +94,15 @@ function playPcm16(b64, rate) {
   src.buffer = buf;
   src.connect(player.analyser);
   // Chunks are scheduled back to back; a late chunk starts as soon as possible.
-  const t = Math.max(player.ctx.currentTime + 0.02, player.nextTime);
+  const now = player.ctx.currentTime;
+  if (!player.inResponse) {
+    player.inResponse = true;
+    player.nextTime = now + player.lead;
+  } else if (now + LEAD_MIN > player.nextTime) {
+    state.underruns += 1;
+    player.lead = Math.min(LEAD_MAX, player.lead + (now + LEAD_MIN - player.nextTime));
+  }
+  const t = Math.max(now + LEAD_MIN, player.nextTime);
   src.start(t);
   player.sources.add(src);
   src.onended = () => {
@@ -135,6 +149,7 @@ function onEvent(ev) {
       if (userLine) userLine.textContent = "you: " + ev.text;
       break;
     case "response.created":
+      if (player) player.inResponse = false;
       assistantLine = addLine("assistant", "");
       break;
     case "response.text.delta":
