@@ -170,7 +170,12 @@ def main() -> None:
     for name, row in single.items():
         print(json.dumps({"single_session_schedule": name, **row}), flush=True)
     growing, fixed, whole = single["growing"], single["fixed_24"], single["decode_then_vocode"]
-    realtime = max([r["sessions"] for r in table if r["rtf_p95"] < 1.0], default=0)
+    # the most sessions such that every level up to it is real time (p95 RTF < 1)
+    realtime = 0
+    for r in table:
+        if r["rtf_p95"] >= 1.0:
+            break
+        realtime = r["sessions"]
     # Sessions one dedicated core sustains: n sessions need n x (CPU s per audio s) < 1.
     per_core = max(
         [r["sessions"] for r in table if r["sessions"] * r["cpu_s_per_audio_s"] < 1.0], default=0
@@ -196,8 +201,9 @@ def main() -> None:
         "prefill_ms_p50": growing["prefill_ms_p50"],
         "per_concurrency": table,
         "schedule": f"growing: first {a.vocoder_first_block_units} units "
-        f"({FIRST_BLOCK_GRIFFIN_LIM_ITERS} Griffin-Lim iterations, then {a.griffin_lim_iters}), "
-        f"x2 up to {a.vocoder_max_block_units}, overlap {a.vocoder_overlap_units}",
+        f"({FIRST_BLOCK_GRIFFIN_LIM_ITERS} Griffin-Lim iterations, then {a.griffin_lim_iters}; "
+        f"overlap {a.vocoder_first_overlap_units}), then {a.vocoder_second_block_units}, x2 up "
+        f"to {a.vocoder_max_block_units}, overlap {a.vocoder_overlap_units}",
         "vocoder_sample_rate": loop.sample_rate,
         "max_units": args.max_units,
         "repeats": args.repeats,

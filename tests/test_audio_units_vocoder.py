@@ -168,8 +168,10 @@ def test_block_seams_do_not_click(waves, tok25):
         streamed, _ = _stream(voc, units, 1)
         bounds = _block_starts(voc, len(units))
         assert len(bounds) >= 5
+        # cross-fades end at each block start and begin the seam's overlap before it
+        overlaps = [voc.first_overlap_units] + [voc.overlap_units] * (len(bounds) - 3)
         seams = [b * spu for b in bounds[1:-1]] + [
-            (b - voc.overlap_units) * spu for b in bounds[1:-1]
+            (b - o) * spu for b, o in zip(bounds[1:-1], overlaps, strict=True)
         ]
         assert max(_click_scores(streamed, seams)) <= 3.0
         naive = np.concatenate(
@@ -185,7 +187,7 @@ def _block_starts(voc, n_units: int) -> list[int]:
     while n + size < n_units:
         n += size
         out.append(n)
-        size = min(voc.max_block_units, size * 2)
+        size = voc.second_block_units if len(out) == 2 else min(voc.max_block_units, size * 2)
     return out + [n_units]
 
 
@@ -238,3 +240,12 @@ def test_config_decoder_steps_trains_the_decoder_inside_fit(waves):
     tok = build_unit_tokenizer(cfg).fit(iter(waves), passes=1)
     assert tok.decoder is not None and tok.unit_rate == 12.5
     assert build_unit_tokenizer(AudioSection(codebook_size=16)).fit(waves, passes=1).decoder is None
+
+
+def test_a_first_block_that_would_hold_back_all_its_audio_is_refused():
+    from opens2s.config.audio import AudioSection
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="vocoder_first_overlap_units"):
+        AudioSection(vocoder_first_block_units=2, vocoder_first_overlap_units=2)
+    assert AudioSection(vocoder_first_block_units=2, vocoder_first_overlap_units=1)

@@ -96,9 +96,9 @@ def test_growing_blocks_release_audio_after_fewer_units_than_fixed_24_or_whole(
     growing = first_chunk_and_total(VocoderBlocks(schedule="growing"))
     fixed = first_chunk_and_total(VocoderBlocks(schedule="fixed", fixed_units=24))
     whole = first_chunk_and_total(VocoderBlocks(schedule="whole"))
-    overlap = audio_cfg.vocoder_overlap_units
-    assert growing[0] == (audio_cfg.vocoder_first_block_units - overlap) * spu
-    assert fixed[0] == (24 - overlap) * spu
+    first_overlap = audio_cfg.vocoder_first_overlap_units
+    assert growing[0] == (audio_cfg.vocoder_first_block_units - first_overlap) * spu
+    assert fixed[0] == (24 - audio_cfg.vocoder_overlap_units) * spu
     assert whole[2] == 1  # one render at the very end
     assert growing[1] == fixed[1] == whole[1]  # same units (same seed), same audio length
     assert growing[2] > 2
@@ -146,8 +146,10 @@ def test_the_cheaper_first_block_joins_the_stream_without_a_click(stack, questio
         st.unit_tokenizer,
         n_iter=voc.n_iter,
         first_block_units=voc.first_block_units,
+        second_block_units=voc.second_block_units,
         max_block_units=voc.max_block_units,
         overlap_units=voc.overlap_units,
+        first_overlap_units=voc.first_overlap_units,
     )
     units = st.unit_tokenizer.encode(question, 16000)
     units = units[len(units) // 4 :]  # start in speech: log-mel errors of near-silence are noise
@@ -160,11 +162,11 @@ def test_the_cheaper_first_block_joins_the_stream_without_a_click(stack, questio
     spu = voc.samples_per_unit
     assert wave.size == ref.size == len(units) * spu and np.isfinite(wave).all()
     first, n = voc.first_block_units, len(units)
-    seams = [first * spu, (first - voc.overlap_units) * spu]  # cross-fade end and start
+    seams = [first * spu, (first - voc.first_overlap_units) * spu]  # cross-fade end and start
     d = np.abs(np.diff(wave))
     for p in seams:
         assert d[p - 3 : p + 3].max() <= 3 * np.sqrt(np.mean(d[p - 160 : p + 160] ** 2)), p
-    chunk = (first - voc.overlap_units) * voc.frames_per_unit
+    chunk = (first - voc.first_overlap_units) * voc.frames_per_unit
     target = st.unit_tokenizer.units_to_mel(np.asarray(units))[:chunk]
 
     def error(x: np.ndarray) -> float:

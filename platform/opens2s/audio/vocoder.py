@@ -5,12 +5,13 @@ log-mel frames), maps mel magnitudes to linear ones with the filters' pseudo-inv
 phase with fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99).
 
 Streaming (:class:`GriffinLimStream`) renders blocks of units as they arrive: the first block is
-small (first audio early) and later ones double up to a maximum. Each block is rendered with the
+small (first audio early), the second larger, and later ones double up to a maximum. Each block is rendered with the
 last ``overlap`` units of the previous block as left context, its phase initialised from the
 previous block's phase there, and the two renders of that overlap are cross-faded (raised cosine),
 so block seams do not click. The output depends only on the unit sequence, never on how it was
 split into ``push`` calls. The last ``overlap`` units' audio is held back until the next block (or
-``flush``) can cross-fade it. The first block may run fewer Griffin-Lim iterations
+``flush``) can cross-fade it; the first block holds back ``first_overlap_units`` (fewer: its audio
+leaves sooner). The first block may run fewer Griffin-Lim iterations
 (``first_block_iters``): it is what the listener waits for, and its held-back tail is rendered
 again, at full iterations, by the next block.
 
@@ -167,6 +168,8 @@ class GriffinLimVocoder:
         max_block_units: int | None = None,
         overlap_units: int | None = None,
         first_block_iters: int | None = None,
+        first_overlap_units: int | None = None,
+        second_block_units: int | None = None,
     ) -> None:
         tokenizer._require_fitted()
         self.tokenizer = tokenizer
@@ -177,11 +180,15 @@ class GriffinLimVocoder:
         # its held-back tail at n_iter and cross-fades, so only the first chunk's audio is rougher.
         self.first_block_iters = first_block_iters or self.n_iter
         self.first_block_units = first_block_units or _DEFAULTS.vocoder_first_block_units
+        self.second_block_units = second_block_units or _DEFAULTS.vocoder_second_block_units
         self.max_block_units = max_block_units or _DEFAULTS.vocoder_max_block_units
         self.overlap_units = overlap_units or _DEFAULTS.vocoder_overlap_units
+        # the first seam may share less context: the first block then holds back less audio
+        self.first_overlap_units = first_overlap_units or _DEFAULTS.vocoder_first_overlap_units
         if tokenizer.decoder is not None:
             # re-render at least the units whose right context a learned decoder had not yet seen
             self.overlap_units = max(self.overlap_units, tokenizer.decoder.lookahead)
+            self.first_overlap_units = max(self.first_overlap_units, tokenizer.decoder.lookahead)
         self.frames_per_unit = tokenizer.stack
         self.samples_per_unit = tokenizer.stack * tokenizer.spec.hop
 
@@ -219,7 +226,10 @@ class GriffinLimStream:
         self.state = _StreamState()
 
     def _next_block_size(self) -> int:
-        return min(self.v.max_block_units, self.v.first_block_units * 2**self.state.blocks)
+        k = self.state.blocks
+        if k == 0:
+            return self.v.first_block_units
+        return min(self.v.max_block_units, self.v.second_block_units * 2 ** (k - 1))
 
     def push(self, units: Sequence[int]) -> np.ndarray:
         """Add units; render every complete block; return the samples now final."""
@@ -268,7 +278,8 @@ class GriffinLimStream:
             fade = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n_ctx) + 0.5) / n_ctx)
             head = st.tail * (1.0 - fade) + head * fade
         body = np.concatenate([head, wave[n_ctx:]]).astype(np.float32)
-        keep = 0 if final else min(v.overlap_units, len(ctx) + len(block))
+        overlap = v.first_overlap_units if st.blocks == 0 else v.overlap_units
+        keep = 0 if final else min(overlap, len(ctx) + len(block))
         all_units = ctx + block
         st.context = all_units[len(all_units) - keep :] if keep else []
         dec = v.tokenizer.decoder
@@ -368,8 +379,10 @@ def describe(vocoder: Vocoder) -> str:
                 "n_iter": vocoder.n_iter,
                 "first_block_iters": vocoder.first_block_iters,
                 "first_block_units": vocoder.first_block_units,
+                "second_block_units": vocoder.second_block_units,
                 "max_block_units": vocoder.max_block_units,
                 "overlap_units": vocoder.overlap_units,
+                "first_overlap_units": vocoder.first_overlap_units,
             }
         )
     return json.dumps({"kind": type(vocoder).__name__})
