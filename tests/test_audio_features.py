@@ -92,3 +92,20 @@ def test_short_window_equals_whisper_extractor_with_that_chunk_length(n):
     np.testing.assert_allclose(feats, ref, atol=1e-5)
     batch, lengths = log_mel_batch([wave, wave[:100]], window_frames=400)
     assert batch.shape == (2, 128, 400 * k) and lengths.tolist() == [valid, 1]
+
+
+@pytest.mark.parametrize("n", [1, 159, 161, 6000, 63_839, 63_841, 64_000, 64_001, 100_000])
+def test_frames_past_the_audio_get_the_silence_value_without_changing_a_feature(n):
+    """log_mel skips the STFT of frames that see only the zero padding (most of a 30 s window for
+    a short turn); computing every frame gives the same features."""
+    import torch
+    from opens2s.audio.features import _whisper_windows
+
+    wave = _speechlike(n)
+    window = 400
+    feats, _ = log_mel(wave, window_frames=window)
+    k = feats.shape[1] // window
+    padded = np.zeros(k * window * 160, np.float32)
+    padded[:n] = wave
+    full = _whisper_windows(torch.from_numpy(padded).view(k, window * 160), 128)
+    np.testing.assert_allclose(feats, full.permute(1, 0, 2).reshape(128, -1).numpy(), atol=1e-6)

@@ -99,15 +99,42 @@ def valid_frames(n_samples: int) -> int:
     return -(-n_samples // WHISPER_HOP)
 
 
-def _whisper_windows(windows: torch.Tensor, n_mels: int) -> torch.Tensor:
-    """[W, S] zero-padded windows -> [W, n_mels, S // 160] features, as the extractor computes."""
-    hann = torch.hann_window(WHISPER_N_FFT)
-    stft = torch.stft(windows, WHISPER_N_FFT, WHISPER_HOP, window=hann, return_complex=True)
-    power = (stft[..., :-1].abs() ** 2).contiguous()
-    filt = torch.tensor(mel_filters(WHISPER_SR, WHISPER_N_FFT, n_mels, 8000.0), dtype=torch.float32)
-    mel = filt.T @ power
-    log_spec = torch.clamp(mel, min=1e-10).log10()
+@lru_cache(maxsize=4)
+def _whisper_filters(n_mels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Hann window, mel filters ``[n_mels, n_fft // 2 + 1]``) of the Whisper features, built once."""
+    filt = mel_filters(WHISPER_SR, WHISPER_N_FFT, n_mels, 8000.0)
+    return torch.hann_window(WHISPER_N_FFT), torch.tensor(filt.T, dtype=torch.float32)
+
+
+def _whisper_windows(windows: torch.Tensor, n_mels: int, audio_frames: int | None = None):
+    """[W, S] zero-padded windows -> [W, n_mels, S // 160] features, as the extractor computes.
+
+    ``audio_frames``: frames of the *last* window whose analysis window (400 samples, centred)
+    touches audio; the frames after it see only zero padding, so their log-mel is the silence
+    value ``max(-10, peak - 8)`` and is filled in without an STFT (equal to computing it, and
+    most of the work for a short utterance in a 30 s window).
+    """
+    frames = windows.shape[-1] // WHISPER_HOP
+    if audio_frames is None or audio_frames >= frames:
+        return _log_mel_frames(windows, n_mels, frames, frames)
+    last = windows[-1:, : audio_frames * WHISPER_HOP + WHISPER_N_FFT // 2]
+    tail = _log_mel_frames(last, n_mels, audio_frames, frames)
+    if windows.shape[0] == 1:
+        return tail
+    return torch.cat([_log_mel_frames(windows[:-1], n_mels, frames, frames), tail])
+
+
+def _log_mel_frames(x: torch.Tensor, n_mels: int, computed: int, frames: int) -> torch.Tensor:
+    """Normalised log-mel of the first ``computed`` frames of ``x``, silence up to ``frames``."""
+    hann, filt = _whisper_filters(n_mels)
+    stft = torch.stft(x, WHISPER_N_FFT, WHISPER_HOP, window=hann, return_complex=True)
+    power = torch.view_as_real(stft[..., :computed]).pow(2).sum(-1)
+    log_spec = torch.clamp(filt @ power, min=1e-10).log10()
     peak = log_spec.amax(dim=(1, 2), keepdim=True)
+    if computed < frames:
+        peak = torch.clamp(peak, min=-10.0)  # the silent frames' log10(1e-10) count in the peak
+        silence = torch.maximum(torch.full_like(peak, -10.0), peak - 8.0)
+        log_spec = torch.cat([log_spec, silence.expand(-1, n_mels, frames - computed)], dim=2)
     log_spec = torch.maximum(log_spec, peak - 8.0)
     return (log_spec + 4.0) / 4.0
 
@@ -132,8 +159,11 @@ def log_mel(
     k = num_windows(arr.size, frames)
     padded = np.zeros(k * samples, dtype=np.float32)
     padded[: arr.size] = arr
+    # frames of the last window whose centred 400-sample analysis window reaches the audio
+    in_last = arr.size - (k - 1) * samples
+    audio_frames = -(-(in_last + WHISPER_N_FFT // 2) // WHISPER_HOP)
     with torch.inference_mode():
-        feats = _whisper_windows(torch.from_numpy(padded).view(k, samples), n_mels)
+        feats = _whisper_windows(torch.from_numpy(padded).view(k, samples), n_mels, audio_frames)
     out = feats.permute(1, 0, 2).reshape(n_mels, k * frames).numpy()
     return np.ascontiguousarray(out, dtype=np.float32), valid_frames(arr.size)
 
