@@ -40,7 +40,9 @@ def deepspeed_config(train: TrainSection, *, world_size: int, on_gpu: bool) -> d
             {
                 "overlap_comm": False,
                 "contiguous_gradients": True,
-                "reduce_scatter": True,
+                # NCCL has a reduce-scatter; over gloo DeepSpeed emulates it with one reduce per
+                # rank and slice, so on CPU one all-reduce of the bucket is cheaper.
+                "reduce_scatter": on_gpu,
             }
         )
     if offload:
