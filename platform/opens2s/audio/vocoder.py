@@ -189,6 +189,8 @@ class GriffinLimVocoder:
             # re-render at least the units whose right context a learned decoder had not yet seen
             self.overlap_units = max(self.overlap_units, tokenizer.decoder.lookahead)
             self.first_overlap_units = max(self.first_overlap_units, tokenizer.decoder.lookahead)
+        # the first block must release audio: at least one unit beyond what it holds back
+        self.first_block_units = max(self.first_block_units, self.first_overlap_units + 1)
         self.frames_per_unit = tokenizer.stack
         self.samples_per_unit = tokenizer.stack * tokenizer.spec.hop
 

@@ -137,7 +137,10 @@ class DataSection(BaseModel):
     each other in a streaming pipeline: 0.25 packs a whole pipeline on a 2-core laptop; use 1
     on a cluster with real cores to spare."""
     worker_retries: int = Field(2, ge=0)
-    """Times a batch is retried after its worker process dies, before it counts as failed."""
+    """Times a batch is retried after its worker (actor) process dies, before it counts as failed.
+    An actor keeps two batches queued: a batch queued beside one that kills its actor also
+    fails that attempt and uses a retry (it is rerun on the restarted actor), so a batch that
+    crashes every time can, rarely, take a neighbour to the quarantine with it ("lost")."""
     max_failed_blocks: int = Field(8, ge=0)
     """Ray Data blocks that may fail (a worker crash) before the job stops; their dialogues are
     quarantined as lost."""

@@ -161,7 +161,8 @@ class LeanLM:
         with torch.no_grad():
             self.layers = [self._layer(layer, attn0.scaling) for layer in body.layers]
             dtype, device = self.norm.dtype, self.norm.device
-            # rotate_half as a matrix: x @ rot == cat(-x[hd/2:], x[:hd/2]), exact in any dtype.
+            # rotate_half as a matrix: x @ rot == cat(-x[hd/2:], x[:hd/2]), exact wherever the
+            # matmul is (not under TF32 fp32 matmuls on a GPU, which nothing here enables).
             half = hd // 2
             rot = torch.zeros(hd, hd, dtype=dtype, device=device)
             idx = torch.arange(half, device=device)
