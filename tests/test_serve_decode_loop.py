@@ -174,3 +174,12 @@ def test_the_cheaper_first_block_joins_the_stream_without_a_click(stack, questio
 
     assert error(wave) <= error(ref) + 0.1
     assert n > first * 3
+
+
+def test_a_turn_after_close_gets_model_unavailable_instead_of_hanging(stack, question) -> None:
+    loop = make_loop(stack)
+    loop.close()
+    events = asyncio.run(collect(loop, req(0, question)))
+    assert [e["type"] for e in events] == ["error", "response.done"]
+    assert events[0]["code"] == "model_unavailable" and events[1]["status"] == "failed"
+    assert loop.active_count == 0

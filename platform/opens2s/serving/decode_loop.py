@@ -112,8 +112,13 @@ class BatchedDecodeLoop:
         with self._lock:
             self._pending.append(entry)
             if not self._working:
-                self._working = True
-                self._executor.submit(self._work)
+                try:
+                    self._executor.submit(self._work)
+                except RuntimeError:  # close()d: the replica is shutting down
+                    self._pending.remove(entry)
+                    self._fail(entry, "model_unavailable", "this model replica is shutting down")
+                else:
+                    self._working = True
         try:
             while True:
                 ev = await entry.queue.get()
