@@ -5,9 +5,10 @@ log-mel frames), maps mel magnitudes to linear ones with the filters' pseudo-inv
 phase with fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99).
 
 Streaming (:class:`GriffinLimStream`) renders blocks of units as they arrive: the first block is
-small (first audio early), the second larger, and later ones double up to a maximum. Each block is rendered with the
-last ``overlap`` units of the previous block as left context, its phase initialised from the
-previous block's phase there, and the two renders of that overlap are cross-faded (raised cosine),
+small (first audio early), the second larger, and later ones double up to a maximum. Each block
+is rendered with the last ``overlap`` units of the previous block as left context, its phase
+initialised from the previous block's phase there, and the two renders of that overlap are
+cross-faded (raised cosine),
 so block seams do not click. The output depends only on the unit sequence, never on how it was
 split into ``push`` calls. The last ``overlap`` units' audio is held back until the next block (or
 ``flush``) can cross-fade it; the first block holds back ``first_overlap_units`` (fewer: its audio
@@ -194,6 +195,22 @@ class GriffinLimVocoder:
         self.frames_per_unit = tokenizer.stack
         self.samples_per_unit = tokenizer.stack * tokenizer.spec.hop
 
+    @classmethod
+    def from_config(
+        cls, tokenizer: MelKMeansUnits, cfg: AudioSection, **overrides: int
+    ) -> GriffinLimVocoder:
+        """The vocoder the ``audio`` section describes; ``overrides`` replace single settings
+        (keyword arguments of the constructor)."""
+        settings = {
+            "n_iter": cfg.griffin_lim_iters,
+            "first_block_units": cfg.vocoder_first_block_units,
+            "second_block_units": cfg.vocoder_second_block_units,
+            "max_block_units": cfg.vocoder_max_block_units,
+            "overlap_units": cfg.vocoder_overlap_units,
+            "first_overlap_units": cfg.vocoder_first_overlap_units,
+        }
+        return cls(tokenizer, **(settings | overrides))
+
     def decode(self, units: Sequence[int]) -> np.ndarray:
         """Whole-utterance Griffin-Lim: ``len(units) * samples_per_unit`` samples."""
         ids = np.asarray(units, dtype=np.int64)
@@ -362,7 +379,7 @@ def vocoder_for(tokenizer: UnitTokenizer, cfg: AudioSection | None = None) -> Vo
     """The vocoder that inverts ``tokenizer``'s units (Griffin-Lim for k-means, GLM-4-Voice's own)."""
     cfg = cfg or _DEFAULTS
     if isinstance(tokenizer, MelKMeansUnits):
-        return GriffinLimVocoder(tokenizer)
+        return GriffinLimVocoder.from_config(tokenizer, cfg)
     if isinstance(tokenizer, GLM4VoiceTokenizer):
         if not cfg.glm4voice_decoder_path:
             raise UnitError(

@@ -69,23 +69,20 @@ class SpeechStack:
         if key not in self._vocoders:
             a = self.audio_cfg
             if isinstance(self.unit_tokenizer, MelKMeansUnits):
-                first, most = a.vocoder_first_block_units, a.vocoder_max_block_units
-                second = a.vocoder_second_block_units
-                first_iters = min(FIRST_BLOCK_GRIFFIN_LIM_ITERS, a.griffin_lim_iters)
-                first_overlap = a.vocoder_first_overlap_units
                 if blocks.schedule == "fixed":  # the OpenS2S baseline: every block alike
-                    first = second = most = blocks.fixed_units
-                    first_iters = a.griffin_lim_iters
-                    first_overlap = a.vocoder_overlap_units
-                self._vocoders[key] = GriffinLimVocoder(
-                    self.unit_tokenizer,
-                    n_iter=a.griffin_lim_iters,
-                    first_block_units=first,
-                    second_block_units=second,
-                    max_block_units=most,
-                    overlap_units=a.vocoder_overlap_units,
-                    first_block_iters=first_iters,
-                    first_overlap_units=first_overlap,
+                    n = blocks.fixed_units
+                    overrides = {
+                        "first_block_units": n,
+                        "second_block_units": n,
+                        "max_block_units": n,
+                        "first_overlap_units": a.vocoder_overlap_units,
+                    }
+                else:
+                    overrides = {
+                        "first_block_iters": min(FIRST_BLOCK_GRIFFIN_LIM_ITERS, a.griffin_lim_iters)
+                    }
+                self._vocoders[key] = GriffinLimVocoder.from_config(
+                    self.unit_tokenizer, a, **overrides
                 )
             else:  # a neural decoder streams with its own schedule
                 self._vocoders[key] = vocoder_for(self.unit_tokenizer, a)
