@@ -1,6 +1,6 @@
-"""save_pretrained -> load_model gives identical outputs, and a checkpoint written with the
-released OpenS2S parameter names (built from the HF component classes, not from our model)
-loads with no missing or unexpected keys."""
+"""save_pretrained -> load_model gives identical weights and outputs, and a checkpoint written
+with the released OpenS2S parameter names (built from the HF component classes, not from our
+model) loads with no missing or unexpected keys."""
 
 from __future__ import annotations
 
@@ -33,9 +33,15 @@ def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
     build_tokenizer().save_pretrained(tmp_path)
     loaded, tokenizer = load_model(tmp_path)
     assert tokenizer.chat_template == build_tokenizer().chat_template
+    saved, back = model.state_dict(), loaded.state_dict()
+    assert saved.keys() == back.keys()
+    assert all(torch.equal(saved[k], back[k]) for k in saved), "weights changed in the round trip"
     with torch.no_grad():
         a, b = model(**_batch(model)), loaded(**_batch(loaded))
-    assert torch.equal(a.logits, b.logits) and torch.equal(a.tts_logits, b.tts_logits)
+    # Equal weights, but CPU kernels may take another vector path for another memory alignment
+    # (seen with AVX-512): outputs agree to fp32 rounding, not always bit for bit.
+    torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(a.tts_logits, b.tts_logits, rtol=0, atol=1e-5)
 
 
 def opens2s_state_dict(config) -> dict[str, torch.Tensor]:
