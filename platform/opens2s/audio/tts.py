@@ -8,16 +8,19 @@ docs/speech.md lists the profiles and their sources.
 
 espeak-ng runs in-process through ctypes (libespeak-ng.so.1): ~4x faster than its CLI. The
 library keeps one global state whose parameters persist between calls, so every call sets all of
-them, under a process-wide lock.
+them, under a process-wide lock, and puts back the synthesis state that no API resets
+(``_FreshState``), so that a render depends on its request alone.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import html
 import re
 import threading
+import warnings
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -188,6 +191,89 @@ _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
 )
 
 
+@dataclass(frozen=True)
+class _StaticsLayout:
+    """Where one libespeak-ng build keeps the synthesis state that carries over between renders.
+
+    Offsets are from the library's load base. The statics are not exported; they were found by
+    disassembly (``objdump -d``): ``flutter_ix`` is the int AdvanceParameters compares with
+    N_FLUTTER*64 = 0x5c00, ``cycle_count`` the int Wavegen increments at each glottal cycle,
+    ``phoneme_list`` the 1001 x 40-byte array that ends where ``n_phoneme_list`` starts.
+    """
+
+    initialize: int  # offset of espeak_Initialize, to find the load base from a symbol
+    flutter_ix: int
+    cycle_count: int
+    phoneme_list: tuple[int, int]  # [start, end)
+
+
+# Keyed by the sha256 of the library file. Debian 12 libespeak-ng1 1.51+dfsg-10+deb12u2.
+_LAYOUTS = {
+    "3f8af2661fb818cc3a77253e13d2bd1ea720c8564a445c9e558e30b83ff8e0c2": _StaticsLayout(
+        0x29B00, 0xAB6C8, 0xAB6CC, (0x96DE0, 0xA0A48)
+    ),
+}
+
+
+class _FreshState:
+    """Puts libespeak-ng's carried-over synthesis state back to its value in a fresh process.
+
+    Without this, the same request renders a few samples longer or shorter and up to ~0.9 apart
+    depending on what the process rendered before, because four things outlive a render:
+    wavegen.c's pitch-flutter phase (``Flutter_ix``), its glottal cycle counter (``cycle_count``,
+    which times the roughness modulation), stale ``phoneme_list`` entries past the end of the
+    utterance (read as look-ahead), and libc ``rand()`` (breath noise of f2, f3, f5). Each alone
+    leaves renders differing; with all four reset, every render equals the same request's first
+    render in a fresh process, bit for bit. Re-initialising the library instead costs ~5 ms a
+    call, about as much as the render itself; this costs microseconds.
+    """
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.layout: _StaticsLayout | None = None
+        self._base = 0
+        self._srand = ctypes.CDLL(None).srand
+        self._srand.argtypes = [ctypes.c_uint]
+        initialize = ctypes.cast(lib.espeak_Initialize, ctypes.c_void_p).value or 0
+        path = _mapped_file(initialize)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path else "unknown"
+        self.layout = _LAYOUTS.get(digest)
+        if self.layout is None:
+            warnings.warn(
+                f"libespeak-ng {path} (sha256 {digest}) is not a build whose statics are known "
+                "(tts._LAYOUTS); renders of the same request may differ by a few samples "
+                "depending on earlier renders",
+                stacklevel=3,
+            )
+            return
+        self._base = initialize - self.layout.initialize
+
+    def reset(self) -> None:
+        """Call before each espeak_Synth, under the engine lock."""
+        # glibc rand() before any srand() (process-wide; nothing else here draws from it)
+        self._srand(1)
+        if self.layout is None:
+            return
+        lay, base = self.layout, self._base
+        ctypes.c_int32.from_address(base + lay.flutter_ix).value = 0
+        ctypes.c_int32.from_address(base + lay.cycle_count).value = 0
+        start, end = lay.phoneme_list
+        ctypes.memset(base + start, 0, end - start)
+
+
+def _mapped_file(address: int) -> Path | None:
+    """The file mapped at ``address`` in this process (Linux /proc/self/maps), if any."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        low, high = (int(x, 16) for x in fields[0].split("-"))
+        if low <= address < high and len(fields) == 6 and fields[5].startswith("/"):
+            return Path(fields[5])
+    return None
+
+
 class _Espeak:
     """The process's one libespeak-ng instance (the library holds global state)."""
 
@@ -229,6 +315,7 @@ class _Espeak:
         self._chunks: list[np.ndarray] = []
         self._callback = _SYNTH_CALLBACK(self._on_samples)  # kept alive: C holds the pointer
         lib.espeak_SetSynthCallback(self._callback)
+        self.fresh_state = _FreshState(lib)
 
     @classmethod
     def get(cls) -> _Espeak:
@@ -250,6 +337,7 @@ class _Espeak:
                 raise TTSError(voice, f"espeak-ng has no voice {voice!r} (error {rc})")
             for key, value in params.items():
                 self.lib.espeak_SetParameter(key, int(value), 0)
+            self.fresh_state.reset()
             self._chunks = []
             data = ssml.encode("utf-8") + b"\0"
             rc = self.lib.espeak_Synth(
@@ -288,6 +376,14 @@ class EspeakTTS(TTSEngine):
     def sample_rate(self) -> int:
         """Rate of the waves ``synthesize`` returns (22,050 Hz for espeak-ng)."""
         return self._engine.sample_rate
+
+    @property
+    def reproducible(self) -> bool:
+        """Whether a request renders the same samples whatever was rendered before it.
+
+        True for the libespeak-ng builds whose carried-over state is known (``_LAYOUTS``).
+        """
+        return self._engine.fresh_state.layout is not None
 
     def speakers(self) -> list[str]:
         """Catalog names: ``assistant`` and ``<accent>-<variant>`` (e.g. ``scot-f3``)."""
