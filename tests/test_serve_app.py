@@ -22,6 +22,7 @@ import pytest
 import websockets
 from conftest import free_port
 from opens2s.serving.client import (
+    connected_session,
     post_speech,
     realtime_session,
     receive_until,
@@ -91,7 +92,8 @@ def server(ray_local, serve_unit_tokenizer: Path) -> Server:
                 "target_ongoing_requests": 1.5,
                 "upscale_delay_s": 0.5,
                 "downscale_delay_s": 2.0,
-                "look_back_period_s": 1.0,
+                # Serve warns below its 10 s metrics push interval; replicas report that seldom anyway.
+                "look_back_period_s": 11.0,
             },
         },
     )
@@ -150,8 +152,7 @@ def test_user_turns_are_transcribed_for_the_client_and_the_conversation(
     from opens2s.audio.asr import word_error_rate
 
     async def one_turn() -> list[dict]:
-        async with websockets.connect(server.ws, max_size=None) as ws:
-            await receive_until(ws, {"session.created"})
+        async with connected_session(server.ws) as (ws, _):
             await send_audio(ws, utterance)
             events = await receive_until(ws, {"response.done"})
             if not any(e["type"] == "input.transcript" for e in events):
@@ -173,8 +174,7 @@ def test_bad_input_gets_a_clear_error_and_the_session_keeps_working(
     server: Server, utterance
 ) -> None:
     async def misbehave() -> list[dict]:
-        async with websockets.connect(server.ws, max_size=None) as ws:
-            await receive_until(ws, {"session.created"})
+        async with connected_session(server.ws) as (ws, _):
             errors = []
             for bad in (b"\x01\x02\x03", b"\x00" * 20_000, "{not json", '{"type": "launch"}'):
                 await ws.send(bad)
@@ -199,8 +199,7 @@ def test_bad_input_gets_a_clear_error_and_the_session_keeps_working(
     assert asyncio.run(no_token())[0]["code"] == "unauthorized"
 
     async def flood() -> dict:
-        async with websockets.connect(server.ws, max_size=None) as ws:
-            await receive_until(ws, {"session.created"})
+        async with connected_session(server.ws) as (ws, _):
             frame = b"\x00\x00" * 8000  # 0.5 s of silence
             try:
                 for _ in range(100):  # 50 s of audio at once: beyond the 30 s burst
@@ -230,8 +229,7 @@ def test_four_concurrent_sessions_complete_while_another_client_misbehaves(
 ) -> None:
     async def garbage() -> list[str]:
         codes = []
-        async with websockets.connect(server.ws, max_size=None) as ws:
-            await receive_until(ws, {"session.created"})
+        async with connected_session(server.ws) as (ws, _):
             for _ in range(5):
                 await ws.send(b"\x01" * 33_333)
                 codes += [e["code"] for e in await receive_until(ws, {"error"})]
@@ -258,10 +256,7 @@ def test_speaking_during_an_answer_cancels_it_and_the_new_turn_is_answered(
     server: Server, utterance
 ) -> None:
     async def barge_in() -> tuple[list[dict], list[dict]]:
-        async with websockets.connect(server.ws, max_size=None) as ws:
-            await receive_until(ws, {"session.created"})
-            await ws.send(json.dumps({"type": "session.update", "session": {"max_units": 2000}}))
-            await receive_until(ws, {"session.updated"})
+        async with connected_session(server.ws, {"max_units": 2000}) as (ws, _):
             await send_audio(ws, utterance)
             first = await receive_until(ws, {"response.audio.delta"})
             await send_audio(ws, utterance)  # the user talks over the answer
@@ -378,10 +373,7 @@ def test_killing_the_model_replica_mid_response_errors_that_client_then_serve_re
     import ray
 
     async def killed_mid_response() -> list[dict]:
-        async with websockets.connect(server.ws, max_size=None) as ws:
-            await receive_until(ws, {"session.created"})
-            await ws.send(json.dumps({"type": "session.update", "session": {"max_units": 2000}}))
-            await receive_until(ws, {"session.updated"})
+        async with connected_session(server.ws, {"max_units": 2000}) as (ws, _):
             await send_audio(ws, utterance)
             await receive_until(ws, {"response.audio.delta"})
             for actor in ray.util.list_named_actors(all_namespaces=True):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import websockets
 from conftest import free_port
-from opens2s.serving.client import receive_until, send_audio, speak_turn
+from opens2s.serving.client import connected_session, receive_until, send_audio, speak_turn
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -92,9 +92,10 @@ def wait_for_sessions(server: Server, n: int) -> dict:
 
 def test_a_session_beyond_the_per_replica_limit_gets_busy_and_close_1013(server: Server) -> None:
     async def main() -> tuple[list[dict], int | None, dict]:
-        async with websockets.connect(server.ws) as a, websockets.connect(server.ws) as b:
-            for ws in (a, b):
-                await receive_until(ws, {"session.created"}, timeout=30)
+        async with (
+            connected_session(server.ws, timeout=30),
+            connected_session(server.ws, timeout=30),
+        ):
             async with websockets.connect(server.ws) as extra:
                 events = []
                 try:
@@ -103,8 +104,8 @@ def test_a_session_beyond_the_per_replica_limit_gets_busy_and_close_1013(server:
                 except websockets.ConnectionClosed:
                     code = extra.close_code
         # one of the two left: a new session fits again
-        async with websockets.connect(server.ws) as again:
-            created = (await receive_until(again, {"session.created", "error"}, timeout=30))[-1]
+        async with connected_session(server.ws, timeout=30) as (_, created):
+            pass
         return events, code, created
 
     errors_before = wait_for_sessions(server, 0)["errors"]
@@ -120,8 +121,7 @@ def test_a_session_past_max_session_seconds_gets_session_expired_even_while_send
     server: Server,
 ) -> None:
     async def main() -> tuple[list[dict], float, int | None]:
-        async with websockets.connect(server.ws) as ws:
-            await receive_until(ws, {"session.created"}, timeout=30)
+        async with connected_session(server.ws, timeout=30) as (ws, _):
             t0 = time.monotonic()
             silence = np.zeros(1600, np.float32)  # 100 ms frames in real time, no speech
 
@@ -160,10 +160,7 @@ def test_stats_count_open_sessions_answers_errors_and_need_the_token(
     assert server.stats()["errors"] == before["errors"] + 1  # the 401 is counted
 
     async def main() -> tuple[dict, dict]:
-        async with websockets.connect(server.ws, max_size=None) as ws:
-            await receive_until(ws, {"session.created"}, timeout=30)
-            await ws.send(json.dumps({"type": "session.update", "session": {"max_units": 25}}))
-            await receive_until(ws, {"session.updated"})
+        async with connected_session(server.ws, {"max_units": 25}, timeout=30) as (ws, _):
             _, reply = await speak_turn(ws, utterance)
             during = await asyncio.to_thread(server.stats)
             return reply.done, during

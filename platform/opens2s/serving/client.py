@@ -10,12 +10,15 @@ import asyncio
 import io
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 import websockets
+from websockets.asyncio.client import ClientConnection
 
 from opens2s.serving.protocol import pcm16_from_base64
 
@@ -101,16 +104,64 @@ async def speak_turn(ws, wave: np.ndarray, frame_samples: int = 1600) -> tuple[l
     return before, reply
 
 
+class SessionRefused(RuntimeError):
+    """The server answered a new session, or its ``session.update``, with something else.
+
+    ``event`` is what it sent instead (an ``error`` such as ``busy`` or ``unauthorized``), or None
+    when it closed the connection first; ``close_code`` is set in that case.
+    """
+
+    def __init__(self, message: str, event: dict[str, Any] | None, close_code: int | None) -> None:
+        super().__init__(message)
+        self.event = event
+        self.close_code = close_code
+
+
+@asynccontextmanager
+async def connected_session(
+    url: str,
+    options: dict[str, Any] | None = None,
+    *,
+    timeout: float = 120,
+    max_size: int | None = None,
+) -> AsyncIterator[tuple[ClientConnection, dict[str, Any]]]:
+    """A realtime connection whose session the server created: yields it and ``session.created``.
+
+    With ``options``, a ``session.update`` is sent and confirmed first. Raises
+    :class:`SessionRefused` when the server sends anything else first (busy, unauthorized,
+    model_unavailable, an invalid option) or closes the connection.
+    """
+    where = url.split("?")[0]  # the query may carry the token
+    async with websockets.connect(url, max_size=max_size) as ws:
+        try:
+            created = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        except websockets.ConnectionClosed as e:
+            code = e.rcvd.code if e.rcvd else None
+            raise SessionRefused(
+                f"{where} closed the connection (code {code}) before session.created", None, code
+            ) from e
+        if created["type"] != "session.created":
+            raise SessionRefused(
+                f"{where} answered {created.get('code', created['type'])!r} "
+                f"({created.get('message', '')}) instead of session.created",
+                created,
+                None,
+            )
+        if options:
+            await ws.send(json.dumps({"type": "session.update", "session": options}))
+            updated = (await receive_until(ws, {"session.updated", "error"}, timeout))[-1]
+            if updated["type"] == "error":
+                raise SessionRefused(
+                    f"{where} refused session.update {options}: {updated['message']}", updated, None
+                )
+        yield ws, created
+
+
 async def realtime_session(
     url: str, turns: list[np.ndarray], options: dict[str, Any] | None = None
 ) -> list[tuple[list[dict], Reply]]:
     """Open a session, optionally ``session.update``, speak each turn, collect the answers."""
-    async with websockets.connect(url, max_size=None) as ws:
-        created = json.loads(await ws.recv())
-        assert created["type"] == "session.created", created
-        if options:
-            await ws.send(json.dumps({"type": "session.update", "session": options}))
-            await receive_until(ws, {"session.updated"})
+    async with connected_session(url, options) as (ws, _):
         return [await speak_turn(ws, w) for w in turns]
 
 
