@@ -32,6 +32,7 @@ def ddp_loop_per_worker(config: dict) -> None:
     import torch
     import torch.distributed as dist
     from opens2s.train.data import iter_micro_batches
+    from opens2s.train.loop import report_slot_free
     from opens2s.train.model_source import build_initial_model
     from opens2s.train.stages import apply_stage
     from ray.train.torch import prepare_model
@@ -66,19 +67,23 @@ def ddp_loop_per_worker(config: dict) -> None:
             opt.zero_grad(set_to_none=True)
             step += 1
             elapsed = time.perf_counter() - t0
-            stats = torch.tensor([float(len(batch["ids"])), float(loss.detach())])
+            # The same per-step bookkeeping as our loop: statistics gathered in one collective,
+            # a Ray Train report only when every worker's report slot is free.
+            slot_free = float(report_slot_free())
+            stats = torch.tensor([float(len(batch["ids"])), float(loss.detach()), slot_free])
             rss = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024])
             dist.all_reduce(stats)
             dist.all_reduce(rss, op=dist.ReduceOp.MAX)
-            ray.train.report(
-                {
-                    "step": step,
-                    "loss": float(stats[1]) / dist.get_world_size(),
-                    "step_time_s": elapsed,
-                    "samples_per_s": float(stats[0]) / elapsed,
-                    "max_rss_mb": float(rss[0]),
-                }
-            )
+            if int(stats[2]) == dist.get_world_size() or step == train.max_steps:
+                ray.train.report(
+                    {
+                        "step": step,
+                        "loss": float(stats[1]) / dist.get_world_size(),
+                        "step_time_s": elapsed,
+                        "samples_per_s": float(stats[0]) / elapsed,
+                        "max_rss_mb": float(rss[0]),
+                    }
+                )
             if config.get("rows_uri") and ray.train.get_context().get_world_rank() == 0:
                 with open(config["rows_uri"], "a") as f:
                     f.write(

@@ -134,11 +134,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if sums.micro_batches < train.grad_accum_steps:
                 continue
 
-            # One optimizer step done.
-            step += 1
-            metrics = sums.reduce(world)
-            sums = _LossSums()
+            # One optimizer step done. Its time ends here, before the metrics' collective (as
+            # bench/train.py times plain DDP): waiting on it for the slower rank would count that
+            # rank's lag twice, once here and once in the next step's gradient reduction.
             elapsed = time.perf_counter() - t_step
+            step += 1
+            metrics, report_slots_free = sums.reduce(world, device, report_slot_free())
+            sums = _LossSums()
             metrics.update(
                 step=step,
                 epoch=epoch,
@@ -158,7 +160,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     log.flush()
             if checkpoint_now:
                 _save_and_report(engine, tokenizer, state, metrics, cfg, rank)
-            else:
+            elif report_slots_free or (cfg.kill is not None and cfg.kill.step == step):
+                # Every step is in the metrics log; Ray Train gets the steps it can take without
+                # stalling the loop (see report_slot_free), decided alike on every rank. A kill
+                # drill's step is always reported: see _wait_until_reports_collected.
                 ray.train.report(metrics)
             if cfg.kill is not None and cfg.kill.rank == rank and cfg.kill.step == step:
                 _kill_once(cfg.kill)
@@ -198,21 +203,40 @@ class _LossSums:
         self.samples += samples
         self.micro_batches += 1
 
-    def reduce(self, world: int) -> dict[str, float]:
+    def reduce(
+        self, world: int, device: torch.device, slot_free: bool
+    ) -> tuple[dict[str, float], bool]:
+        """Mean losses, total samples and the largest peak memory over the workers, and whether
+        every worker's report slot is free: one all-gather of six numbers per rank (one
+        collective per step), on ``device`` (NCCL collectives take only GPU tensors)."""
         n = max(self.micro_batches, 1)
-        t = torch.tensor([self.loss / n, self.llm / n, self.tts / n, float(self.samples)])
-        rss = torch.tensor([_max_rss_mb()])
+        mine = torch.tensor(
+            [
+                self.loss / n,
+                self.llm / n,
+                self.tts / n,
+                float(self.samples),
+                _max_rss_mb(),
+                float(slot_free),
+            ],
+            dtype=torch.float64,
+            device=device,
+        )
+        rows = mine.unsqueeze(0)
         if dist.is_initialized():
-            dist.all_reduce(t)
-            dist.all_reduce(rss, op=dist.ReduceOp.MAX)
-        loss, llm, tts = (t[:3] / world).tolist()
-        return {
+            flat = torch.empty(world * mine.numel(), dtype=mine.dtype, device=device)
+            dist.all_gather_single(flat, mine)  # gloo wants the concatenated (1-D) form
+            rows = flat.view(-1, mine.numel())
+        rows = rows.cpu()
+        loss, llm, tts = (rows[:, :3].sum(dim=0) / world).tolist()
+        metrics = {
             "loss": loss,
             "llm_loss": llm,
             "tts_loss": tts,
-            "samples": float(t[3]),
-            "max_rss_mb": float(rss[0]),
+            "samples": float(rows[:, 3].sum()),
+            "max_rss_mb": float(rows[:, 4].max()),
         }
+        return metrics, bool(rows[:, 5].min() > 0)
 
 
 def _max_rss_mb() -> float:
@@ -254,6 +278,29 @@ def _kill_once(kill: KillWorker) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _result_queue() -> Any | None:
+    """This worker's one-slot queue of reports for Ray Train's controller (Ray Train v2
+    internals), or None on a Ray Train that does not have it."""
+    try:
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        return get_train_context().execution_context.result_queue
+    except Exception:
+        return None
+
+
+def report_slot_free() -> bool:
+    """Whether ``ray.train.report`` would return at once on this worker.
+
+    Each report is a barrier across the workers (through a Ray actor) and then waits until the
+    controller's poll, every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s by default), has taken
+    the previous one: reporting every step of a model whose steps take less than that would
+    stall training on the poll. True on a Ray Train without the queue (report every step).
+    """
+    queue = _result_queue()
+    return queue is None or queue.empty()
+
+
 def _wait_until_reports_collected(timeout_s: float = 30.0) -> None:
     """Block until Ray Train's controller has taken this worker's last report.
 
@@ -261,13 +308,11 @@ def _wait_until_reports_collected(timeout_s: float = 30.0) -> None:
     from the worker's one-slot queue, before the poll's reply is on the wire. A SIGKILL right
     then can lose that reply, and with it the checkpoint the drill means to resume from. The
     controller issues a worker's next poll only after the previous one's reply arrived, so
-    once the queue is empty again every report before the last one has reached it.
+    once the queue is empty again every report before the last one has reached it. The loop
+    therefore always reports the kill step: the checkpoint before it is then safe.
     """
-    try:
-        from ray.train.v2._internal.execution.context import get_train_context
-
-        queue = get_train_context().execution_context.result_queue
-    except Exception:  # another Ray Train version: fall back to a few health-check rounds
+    queue = _result_queue()
+    if queue is None:  # another Ray Train version: fall back to a few health-check rounds
         time.sleep(2.0)
         return
     deadline = time.monotonic() + timeout_s
