@@ -158,11 +158,13 @@ def _click_scores(x: np.ndarray, positions: list[int]) -> list[float]:
 
 
 def test_block_seams_do_not_click(waves, tok25):
-    """Click score (see _click_scores) at every seam of the stream stays <= 3; the same blocks
-    rendered alone and butted together exceed it somewhere (so the measure can see a click)."""
+    """No seam of the stream is more abrupt (click score, see _click_scores) than the most abrupt
+    point of the same stream away from the seams; blocks rendered alone and butted together do
+    exceed their stream's own worst point (so the measure can see a click). A fixed bound (e.g.
+    score <= 3) does not work: plain speech scores above 3 at ~1% of its positions."""
     voc = vocoder_for(tok25)
     spu = voc.samples_per_unit
-    naive_worst = 0.0
+    naive_excess = []
     for w in waves[:3]:
         units = tok25.encode(w, 16000)
         streamed, _ = _stream(voc, units, 1)
@@ -173,12 +175,19 @@ def test_block_seams_do_not_click(waves, tok25):
         seams = [b * spu for b in bounds[1:-1]] + [
             (b - o) * spu for b, o in zip(bounds[1:-1], overlaps, strict=True)
         ]
-        assert max(_click_scores(streamed, seams)) <= 3.0
+        assert max(_click_scores(streamed, seams)) <= _worst_natural_score(streamed, seams)
         naive = np.concatenate(
             [voc.decode(units[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         )
-        naive_worst = max(naive_worst, *_click_scores(naive, [b * spu for b in bounds[1:-1]]))
-    assert naive_worst > 3.0
+        butts = [b * spu for b in bounds[1:-1]]
+        naive_excess.append(max(_click_scores(naive, butts)) / _worst_natural_score(naive, butts))
+    assert max(naive_excess) > 1.0
+
+
+def _worst_natural_score(x: np.ndarray, seams: list[int]) -> float:
+    """The highest click score of ``x`` at positions more than 100 samples from every seam."""
+    away = [p for p in range(200, x.size - 200, 5) if min(abs(p - s) for s in seams) > 100]
+    return max(_click_scores(x, away))
 
 
 def _block_starts(voc, n_units: int) -> list[int]:
