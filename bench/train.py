@@ -67,8 +67,8 @@ def ddp_loop_per_worker(config: dict) -> None:
             opt.zero_grad(set_to_none=True)
             step += 1
             elapsed = time.perf_counter() - t0
-            # The same per-step bookkeeping as our loop: statistics gathered in one collective,
-            # a Ray Train report only when every worker's report slot is free.
+            # As our loop does: a Ray Train report only when every worker's report slot is free
+            # (and at the last step). Outside the timed window, like our loop's metrics gather.
             slot_free = float(report_slot_free())
             stats = torch.tensor([float(len(batch["ids"])), float(loss.detach()), slot_free])
             rss = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024])
