@@ -169,7 +169,9 @@ def apply_stages(
         ds = ds.map_batches(
             StageChainWorker,
             fn_constructor_kwargs={"specs": chain, "scenario": scenario},
-            compute=ray.data.ActorPoolStrategy(size=workers),
+            # One block in flight per actor: a worker process that dies then takes down only the
+            # block it was running, not a prefetched neighbour queued on the same actor.
+            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
             batch_size=min(spec.batch_size for spec in chain),
             batch_format="numpy",
             num_cpus=max(spec.num_cpus for spec in chain) * cpus_per_worker,
