@@ -15,10 +15,13 @@ import numpy as np
 import soundfile as sf
 
 
-def write_toy_corpus(root: Path, n_good: int = 16, seed: int = 0) -> dict[str, int]:
+def write_toy_corpus(
+    root: Path, n_good: int = 16, seed: int = 0, spk_dim: int = 256
+) -> dict[str, int]:
     """A small OpenS2S corpus for training tests: synthesised user audio (tones with a random
-    pitch glide), assistant text with random-but-learnable units, plus two bad records (missing
-    audio, malformed units). Returns the expected skip counts by error type."""
+    pitch glide), assistant text with random-but-learnable units and ``spk_dim``-d speaker
+    embeddings (the model's ``spk_emb_dim``), plus two bad records (missing audio, malformed
+    units). Returns the expected skip counts by error type."""
     rng = np.random.default_rng(seed)
     words = ["I", "hear", "you", "that", "sounds", "hard", "we", "can", "try", "again", "today"]
     sr = 16000
@@ -36,7 +39,7 @@ def write_toy_corpus(root: Path, n_good: int = 16, seed: int = 0) -> dict[str, i
         text = " ".join(rng.choice(words, size=int(rng.integers(4, 8))))
         start = int(rng.integers(0, 16))
         units = "".join(f"<|audio_{start + (k % 8)}|>" for k in range(int(rng.integers(10, 20))))
-        spk = [float(x) for x in rng.normal(0, 0.1, 256).round(4)]
+        spk = [float(x) for x in rng.normal(0, 0.1, spk_dim).round(4)]
         lines.append(
             {
                 "id": rid,
