@@ -216,7 +216,10 @@ class RayHead:
         self.env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
         self.env.pop("RAY_ADDRESS", None)
         self.log = Path(self.temp_dir) / "ray-start.log"
-        worker_low = 20000 + (self.gcs_port % 200) * 100
+        # Workers get 100 ports below the kernel's ephemeral range, where ``free_port`` never
+        # lands: a range inside it collided with a component port once (Ray refuses to start).
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        worker_low = 10000 + (self.gcs_port % max(1, (ephemeral_low - 10100) // 100)) * 100
         args = [
             str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
             f"--num-cpus={num_cpus}", "--include-dashboard=true",
