@@ -8,9 +8,11 @@ peak device memory and host memory. The baseline, measured in the same run, is t
 stage under plain PyTorch AdamW (no DeepSpeed); ``zero2_over_plain_step_time`` compares ZeRO-2 to
 it on the same stage.
 
-One process and no Ray (one device needs no worker group), so it runs where only torch,
-transformers, DeepSpeed and this package are installed. A setup that fails (out of memory, an
-op that does not build) is reported with its error and the others still run. The last line of
+No Ray (one device needs no worker group), so it runs where only torch, transformers,
+DeepSpeed and this package are installed. Each setup runs in a process of its own, so that
+memory an earlier engine still holds, or its first-use costs, do not count toward the next. A
+setup that fails (out of memory, an op that does not build, a crash) is reported with its
+error and the others still run. The last line of
 output is one JSON object.
 
     python bench/train_preset.py --preset opens2s-8b --device cuda      # on a GPU
@@ -20,11 +22,11 @@ output is one JSON object.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,28 +83,32 @@ def main() -> None:
     p.add_argument("--micro-batch", type=int, default=4)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one setup in this process
     args = p.parse_args()
     by_name = {s.name: s for s in SETUPS}
     unknown = [n for n in args.setups.split(",") if n not in by_name]
     if unknown:
         p.error(f"unknown setups {unknown}; choose from {list(by_name)}")
     on_gpu = args.device.startswith("cuda")
-    if not on_gpu:
-        skip_shm_comm_build()
-    _init_single_process_group(on_gpu)
-
-    results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.setups.split(","):
-            print(f"[{name}] building {args.preset} on {args.device}", flush=True)
+    if args.one:
+        if not on_gpu:
+            skip_shm_comm_build()
+        _init_single_process_group(on_gpu)
+        with tempfile.TemporaryDirectory() as tmp:
             try:
-                results[name] = run_setup(by_name[name], args, Path(tmp))
-            except Exception as e:  # reported, the next setup still runs
-                results[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
-            print(f"[{name}] {json.dumps(results[name])}", flush=True)
-            gc.collect()
-            if on_gpu:
-                torch.cuda.empty_cache()
+                result = run_setup(by_name[args.one], args, Path(tmp))
+            except Exception as e:  # reported; the parent still runs the next setup
+                result = {"error": f"{type(e).__name__}: {e}"[:500]}
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
+        return
+
+    # Each setup runs in a process of its own: no memory a previous engine still holds counts
+    # toward the next one's peak, and each pays its own first-use costs (order does not matter).
+    results: dict[str, Any] = {}
+    for name in args.setups.split(","):
+        print(f"[{name}] building {args.preset} on {args.device}", flush=True)
+        results[name] = _run_child(name, sys.argv[1:])
+        print(f"[{name}] {json.dumps(results[name])}", flush=True)
 
     plain = results.get("plain_align", {}).get("step_time_s")
     zero2 = results.get("zero2_align", {}).get("step_time_s")
@@ -116,6 +122,19 @@ def main() -> None:
         "setups": results,
     }
     print(json.dumps(summary))
+
+
+RESULT_PREFIX = "setup-result: "
+
+
+def _run_child(name: str, argv: list[str]) -> dict[str, Any]:
+    """One setup in a child process; its figures, or the reason it failed."""
+    cmd = [sys.executable, __file__, *argv, "--one", name]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr streams through
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX) :])
+    return {"error": f"the setup's process exited {proc.returncode} (its stderr is above)"}
 
 
 def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
