@@ -12,8 +12,7 @@ No Ray (one device needs no worker group), so it runs where only torch, transfor
 DeepSpeed and this package are installed. Each setup runs in a process of its own, so that
 memory an earlier engine still holds, or its first-use costs, do not count toward the next. A
 setup that fails (out of memory, an op that does not build, a crash) is reported with its
-error and the others still run. The last line of
-output is one JSON object.
+error and the others still run. The last line of output is one JSON object.
 
     python bench/train_preset.py --preset opens2s-8b --device cuda      # on a GPU
     python bench/train_preset.py --preset tiny --device cpu --setups plain_align,zero2_align
@@ -41,7 +40,13 @@ if str(_PLATFORM) not in sys.path:
 import torch  # noqa: E402
 from opens2s.config.train import LoraSection, Stage, TrainSection  # noqa: E402
 from opens2s.model import build_model, build_tokenizer  # noqa: E402
-from opens2s.model.records import RecordEncoder, RecordError, collate, parse_record  # noqa: E402
+from opens2s.model.records import (  # noqa: E402
+    RecordEncoder,
+    RecordError,
+    collate,
+    parse_record,
+    to_device,
+)
 from opens2s.model.tokenizer import AUDIO_TOKEN  # noqa: E402
 from opens2s.train.deepspeed_config import (  # noqa: E402
     WarmupLinearDecay,
@@ -145,7 +150,10 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> dict[str, An
     model = build_model(args.preset, device=args.device, dtype=dtype)
     tokenizer = build_tokenizer("tiny")  # any ids work for timing; the 8B vocabulary holds them
     model.config.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
-    batches = _toy_batches(model, tokenizer, args.micro_batch, tmp)
+    batches = [  # on the device once, not again every step
+        {key: to_device(v, args.device, dtype) for key, v in batch.items()}
+        for batch in _toy_batches(model, tokenizer, args.micro_batch, tmp)
+    ]
     apply_stage(model, setup.stage)
     if setup.lora:
         add_lora(model, LoraSection())
@@ -198,7 +206,7 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> dict[str, An
         torch.cuda.reset_peak_memory_stats()
     times, losses = [], []
     for k in range(args.warmup + args.steps):
-        batch = {key: _to(v, args.device, dtype) for key, v in batches[k % len(batches)].items()}
+        batch = batches[k % len(batches)]
         if on_gpu:
             torch.cuda.synchronize()
         t = time.perf_counter()
@@ -237,10 +245,6 @@ def _toy_batches(model, tokenizer, micro_batch: int, tmp: Path) -> list[dict[str
             except RecordError:
                 continue  # the toy corpus's two broken records
     return [collate(samples[i : i + micro_batch]) for i in range(0, len(samples), micro_batch)]
-
-
-def _to(value: torch.Tensor, device: str, dtype: torch.dtype) -> torch.Tensor:
-    return value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
 
 
 def _rss_gb() -> float:

@@ -322,6 +322,14 @@ def _pad_cat(arrays: list[np.ndarray], value: float | int) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(out, axis=0))
 
 
+def to_device(value: Any, device: torch.device | str, dtype: torch.dtype) -> Any:
+    """A batch value on ``device``: floating tensors in the weights' ``dtype``, integer tensors
+    as they are, anything else untouched."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
+
+
 def collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """Pad encoded samples into one batch: token tensors ``B x L`` (right-padded), audio,
     unit and speaker rows of all samples concatenated in order (placeholders / spans are

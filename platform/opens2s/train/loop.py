@@ -26,6 +26,7 @@ from opens2s import storage
 from opens2s.config.audio import AudioSection
 from opens2s.config.model import ModelSection
 from opens2s.config.train import Stage, TrainSection
+from opens2s.model.records import to_device
 from opens2s.train import checkpoints
 from opens2s.train.data import iter_micro_batches
 from opens2s.train.deepspeed_config import (
@@ -125,7 +126,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if index < batch_in_epoch:
                 continue  # consumed before the checkpoint this run resumed from
             batch_in_epoch = index + 1
-            inputs = {k: _to(v, device, dtype) for k, v in batch.items() if k not in NOT_INPUTS}
+            inputs = {
+                k: to_device(v, device, dtype) for k, v in batch.items() if k not in NOT_INPUTS
+            }
             out = engine(**inputs)
             engine.backward(out.loss)
             lr = float(engine.get_lr()[0])  # the rate this optimizer step uses
@@ -179,13 +182,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"{world} workers (check the skipped-record counts)"
             )
         epoch, batch_in_epoch = epoch + 1, 0
-
-
-def _to(value: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    """A batch value on the engine's device; floating tensors in the weights' dtype."""
-    if not isinstance(value, torch.Tensor):
-        return value
-    return value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
 
 
 class _LossSums:
