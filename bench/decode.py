@@ -211,7 +211,7 @@ def main() -> None:
     dec = StreamingDecoder(model, tok)
     # Fixed budgets: no end token and no end of speech in any of the three runs.
     dec.end_tokens = set()
-    dec.eos_unit = model.config.tts_lm_config.vocab_size
+    dec.unit_stops = frozenset()
     model.config.audio_token_id = tok.convert_tokens_to_ids("<|im_audio|>")
     wave = (0.1 * np.random.default_rng(0).standard_normal(16000 * 3)).astype(np.float32)
     prompt = dec.prompt_embeds(wave)

@@ -1,13 +1,15 @@
-"""save_pretrained -> load_model gives identical weights and outputs, and a checkpoint written
-with the released OpenS2S parameter names (built from the HF component classes, not from our
-model) loads with no missing or unexpected keys."""
+"""save_model_dir -> load_model gives identical weights and outputs, a directory written by an
+earlier version of this project (adapter LayerNorm named ``speech_ln``) still loads, and a
+released-style config.json without our fields takes the released defaults. The released layout
+itself is tested in test_model_released_layout.py."""
 
 from __future__ import annotations
 
 import json
 
 import torch
-from opens2s.model import OpenS2SConfig, OpenS2SModel, build_model, build_tokenizer, load_model
+from opens2s.model import OpenS2SConfig, build_model, build_tokenizer, load_model
+from opens2s.model.layout import save_model_dir
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
@@ -29,8 +31,7 @@ def _batch(model):
 
 def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
     model = build_model("tiny", seed=5)
-    model.save_pretrained(tmp_path)
-    build_tokenizer().save_pretrained(tmp_path)
+    save_model_dir(model, build_tokenizer(), tmp_path)
     loaded, tokenizer = load_model(tmp_path)
     assert tokenizer.chat_template == build_tokenizer().chat_template
     saved, back = model.state_dict(), loaded.state_dict()
@@ -67,8 +68,8 @@ def opens2s_state_dict(config) -> dict[str, torch.Tensor]:
         sd[f"audio_adapter.subsampler.conv_layers.{i}.bias"] = torch.randn(cout)
     sd["audio_adapter.fc1.weight"] = torch.randn(config.adapter_inner_dim, llm)
     sd["audio_adapter.fc2.weight"] = torch.randn(llm, config.adapter_inner_dim)
-    sd["audio_adapter.speech_ln.weight"] = torch.ones(llm)
-    sd["audio_adapter.speech_ln.bias"] = torch.zeros(llm)
+    sd["audio_adapter.ln.weight"] = torch.ones(llm)
+    sd["audio_adapter.ln.bias"] = torch.zeros(llm)
     sd["llm2tts.weight"] = torch.randn(tts, llm)
     sd["llm_ln.weight"] = torch.ones(tts)
     sd["llm_ln.bias"] = torch.zeros(tts)
@@ -78,17 +79,19 @@ def opens2s_state_dict(config) -> dict[str, torch.Tensor]:
     return sd
 
 
-def test_checkpoint_with_opens2s_names_loads_without_missing_or_unexpected_keys(tmp_path):
-    config = build_model("tiny").config
-    sd = opens2s_state_dict(config)
-    config.save_pretrained(tmp_path)
-    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "model.safetensors")
-    model, info = OpenS2SModel.from_pretrained(tmp_path, output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"]
-    assert not info["mismatched_keys"]
-    loaded = model.state_dict()
-    assert set(loaded) == set(sd)
-    assert all(torch.equal(loaded[k], sd[k]) for k in sd)
+def test_directory_of_an_earlier_version_with_speech_ln_loads_under_the_released_name(tmp_path):
+    model = build_model("tiny", seed=3)
+    model.save_pretrained(tmp_path)
+    build_tokenizer().save_pretrained(tmp_path)
+    old = {
+        k.replace("audio_adapter.ln.", "audio_adapter.speech_ln."): v.contiguous()
+        for k, v in model.state_dict().items()
+    }
+    assert "audio_adapter.speech_ln.weight" in old
+    save_file(old, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    loaded, _ = load_model(tmp_path)
+    torch.testing.assert_close(loaded.audio_adapter.ln.weight, model.audio_adapter.ln.weight)
+    torch.testing.assert_close(loaded.audio_adapter.ln.bias, model.audio_adapter.ln.bias)
 
 
 def test_released_style_config_without_our_fields_loads(tmp_path):

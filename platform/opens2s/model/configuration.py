@@ -36,9 +36,18 @@ class OpenS2SConfig(PreTrainedConfig):
     interleave_strategy: str = "4:8"
     # Ours. The released TTS LM hard-codes a 512-d speaker projection (spk2tts).
     spk_emb_dim: int = 512
-    # Speech units are ids 0..unit_vocab_size-1 of the TTS LM; the id unit_vocab_size ends speech.
+    # Speech unit N is TTS LM id units_bias + N (N < unit_vocab_size). The released layout has
+    # no such fields in config.json: its tts/ tokenizer holds them (<|audio_0|>'s id is the
+    # bias, its eos ends speech) and load_model sets them from there (model/layout.py).
     unit_vocab_size: int = 16384
     unit_rate: float = 12.5
+    units_bias: int = 0
+    # TTS id appended to every unit sequence in training; None = the first id after the units.
+    tts_eos_id: int | None = None
+    # Further TTS ids that end speech when generated (tts/generation_config.json's eos ids).
+    tts_stop_ids: list[int] | None = None
+    # TTS id that pads unit batches (tts/generation_config.json's pad); None = eos + 1.
+    tts_pad_id: int | None = None
     # Text-tokenizer id of <|im_audio|>, the placeholder the adapter's embeddings replace; set
     # from the tokenizer when a model is built or loaded (the released config has no such field).
     audio_token_id: int | None = None
@@ -52,16 +61,36 @@ class OpenS2SConfig(PreTrainedConfig):
                 f"conv_kernel_sizes={self.conv_kernel_sizes!r}: expected comma-separated odd "
                 "integers like '5,5'"
             )
-        if self.tts_lm_config.vocab_size <= self.unit_vocab_size:
+        self.check_unit_ids()
+
+    def check_unit_ids(self) -> None:
+        """Units and end-of-speech ids must be distinct ids inside the TTS LM vocabulary."""
+        vocab = self.tts_lm_config.vocab_size
+        lo, hi = self.units_bias, self.units_bias + self.unit_vocab_size
+        if lo < 0 or hi > vocab:
             raise ValueError(
-                f"tts_lm_config.vocab_size={self.tts_lm_config.vocab_size} must exceed "
-                f"unit_vocab_size={self.unit_vocab_size} (the end-of-speech id is unit_vocab_size)"
+                f"units_bias={self.units_bias} + unit_vocab_size={self.unit_vocab_size} = {hi} "
+                f"exceeds tts_lm_config.vocab_size={vocab}: the unit ids must be TTS LM ids"
             )
+        for sid in self.unit_stop_ids:
+            if not 0 <= sid < vocab or lo <= sid < hi:
+                raise ValueError(
+                    f"end-of-speech id {sid} must be a TTS LM id (< {vocab}) outside the unit "
+                    f"ids {lo}..{hi - 1}"
+                )
 
     @property
     def tts_eos_token_id(self) -> int:
-        """TTS LM id that ends a speech-unit sequence (the first id after the units)."""
-        return self.unit_vocab_size
+        """TTS LM id that ends a speech-unit sequence in training records."""
+        if self.tts_eos_id is not None:
+            return int(self.tts_eos_id)
+        return self.units_bias + self.unit_vocab_size
+
+    @property
+    def unit_stop_ids(self) -> list[int]:
+        """Every TTS LM id that ends speech when generated (the eos first)."""
+        extra = [int(i) for i in self.tts_stop_ids or [] if int(i) != self.tts_eos_token_id]
+        return [self.tts_eos_token_id, *dict.fromkeys(extra)]
 
     @property
     def audio_window_frames(self) -> int:

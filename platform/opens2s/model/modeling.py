@@ -30,7 +30,7 @@ WEIGHT_NAMES: dict[str, str] = {
     "audio_adapter.subsampler.conv_layers.{i}.": "stride-2 Conv1d + GLU, one per conv_kernel_sizes",
     "audio_adapter.fc1.": "residual FFN in (out_dim -> adapter_inner_dim), no bias",
     "audio_adapter.fc2.": "residual FFN out (adapter_inner_dim -> out_dim), no bias",
-    "audio_adapter.speech_ln.": "LayerNorm on the adapter output",
+    "audio_adapter.ln.": "LayerNorm on the adapter output (upstream Subsampler's `ln`)",
     "llm_model.": "the causal LM (AutoModelForCausalLM.from_config(llm_config))",
     "llm2tts.": "Linear llm hidden -> TTS hidden, no bias",
     "llm_ln.": "LayerNorm after llm2tts",
@@ -38,6 +38,10 @@ WEIGHT_NAMES: dict[str, str] = {
     "tts_lm_model.spk2tts.": "Linear speaker embedding -> TTS hidden, no bias",
     "tts_lm_model.spk_ln.": "LayerNorm after spk2tts",
 }
+
+# Names written by earlier versions of this project -> the released names (regex -> replacement),
+# applied once when a directory is loaded (model/layout.py).
+LEGACY_WEIGHT_NAMES: dict[str, str] = {r"^audio_adapter\.speech_ln\.": "audio_adapter.ln."}
 
 AUDIO_ENCODERS = {"qwen2_audio_encoder": Qwen2AudioEncoder, "whisper": WhisperEncoder}
 
@@ -81,13 +85,13 @@ class AudioAdapter(nn.Module):
         self.fc1 = nn.Linear(out_dim, inner_dim, bias=False)
         self.fc2 = nn.Linear(inner_dim, out_dim, bias=False)
         self.activation = nn.GELU()
-        self.speech_ln = nn.LayerNorm(out_dim, eps=1e-5)
+        self.ln = nn.LayerNorm(out_dim, eps=1e-5)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` B x T x C encoder states -> (B x T' x out_dim, valid lengths T')."""
         x = self.subsampler(x)
         x = self.fc2(self.activation(self.fc1(x))) + x
-        return self.speech_ln(x), self.subsampler.output_lengths(lengths)
+        return self.ln(x), self.subsampler.output_lengths(lengths)
 
 
 def interleave_layout(

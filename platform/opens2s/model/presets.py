@@ -11,7 +11,7 @@ from opens2s.config.audio import AudioSection
 from opens2s.config.model import ModelSection
 from opens2s.model.configuration import OpenS2SConfig
 from opens2s.model.modeling import OpenS2SModel
-from opens2s.model.tokenizer import AUDIO_TOKEN, build_tokenizer, load_tokenizer
+from opens2s.model.tokenizer import AUDIO_TOKEN, build_tokenizer
 
 PRESETS = ("tiny", "opens2s-8b")
 # End of speech + one spare id (OpenS2S reserves a few specials after the units).
@@ -155,18 +155,11 @@ def build_model(
 def load_model(
     path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> tuple[OpenS2SModel, PreTrainedTokenizerFast]:
-    """Load an exported or released model directory (weights, config, tokenizer files)."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{path} is not a model directory: expected config.json + weights from save_pretrained"
-        )
-    tokenizer = load_tokenizer(path)
-    model = OpenS2SModel.from_pretrained(str(path), dtype=dtype or torch.float32)
-    audio_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
-    if model.config.audio_token_id != audio_id:
-        model.config.audio_token_id = audio_id
-    return model.to(device).eval(), tokenizer
+    """Load an exported or released model directory strictly (``model/layout.py``): weights,
+    config, text tokenizer, ``tts/`` unit ids, generation and feature-extractor configs."""
+    from opens2s.model.layout import load_model_dir
+
+    return load_model_dir(path, device=device, dtype=dtype)
 
 
 def model_from_section(

@@ -270,7 +270,11 @@ class RecordEncoder:
                     add(AUDIO_START + AUDIO_TOKEN + AUDIO_END)
                 if assistant and item.speech_units is not None:
                     add(TTS_START + item.text + TTS_END, learn=True, tts=True)
-                    units.append([*item.speech_units, self.config.tts_eos_token_id])
+                    # Unit N is TTS id units_bias + N; the eos ends it (as upstream trains).
+                    bias = self.config.units_bias
+                    units.append(
+                        [*(bias + u for u in item.speech_units), self.config.tts_eos_token_id]
+                    )
                     spks.append(self.speaker_embedding(item.spk_emb, rid, f"{field}.spk_emb"))
                 elif item.text:
                     add(item.text, learn=assistant)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from opens2s.model.modeling import OpenS2SModel, interleave_layout
-from opens2s.model.streaming import SamplingParams, _generator, sample_token
+from opens2s.model.streaming import SamplingParams, UnitLogits, _generator, sample_token
 
 
 @torch.no_grad()
@@ -21,8 +21,8 @@ def reference_decode(
     end_tokens: set[int],
     sampling: SamplingParams,
 ) -> tuple[list[int], list[int]]:
-    """Text token ids (end tokens excluded) and units for one prompt (``L x D`` embeddings) and
-    a projected speaker slot (``1 x H``)."""
+    """Text token ids (end tokens excluded) and units (the N of ``<|audio_N|>``) for one prompt
+    (``L x D`` embeddings) and a projected speaker slot (``1 x H``)."""
     llm, tts = model.llm_model, model.tts_lm_model
     text_gen, unit_gen = _generator(sampling.seed), _generator(sampling.seed + 1)
     seq, hidden, text, fed = prompt_embeds, [], [], None
@@ -38,11 +38,14 @@ def reference_decode(
         fed = token
 
     h = torch.cat(hidden)
-    eos = model.config.tts_eos_token_id
+    restrict = UnitLogits(model.config, prompt_embeds.device)
+    stops = set(model.config.unit_stop_ids)
+    unit_sampling = sampling.for_units()
+    tokens: list[int] = []  # TTS ids of the units so far
     units: list[int] = []
     while len(units) < sampling.max_units:
         j = len(units)
-        unit_embeds = tts.get_input_embeddings()(torch.tensor(units, dtype=torch.long))
+        unit_embeds = tts.get_input_embeddings()(torch.tensor(tokens, dtype=torch.long))
         parts = [speaker]
         for kind, a, b in interleave_layout(len(h), j + 1, model.text_span, model.speech_span):
             if kind == "h":
@@ -52,8 +55,10 @@ def reference_decode(
                 if b > j:
                     break
         out = tts.base_model(inputs_embeds=torch.cat(parts)[None]).last_hidden_state[0, -1]
-        unit = sample_token(tts.get_output_embeddings()(out)[: eos + 1], sampling, unit_gen)
-        if unit == eos:
+        logits = restrict(tts.get_output_embeddings()(out))
+        token = restrict.token(sample_token(logits, unit_sampling, unit_gen))
+        if token in stops:
             break
-        units.append(unit)
+        tokens.append(token)
+        units.append(token - model.config.units_bias)
     return text, units

@@ -16,7 +16,7 @@ of its session, so a TTS chunk forward carries the last unit of the previous chu
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -26,27 +26,49 @@ from transformers import PreTrainedTokenizerBase
 
 from opens2s.model.decode_step import KVBuffer, decode_step
 from opens2s.model.modeling import OpenS2SModel
-from opens2s.model.tokenizer import IM_END, PAD_TOKEN, TTS_END
+from opens2s.model.tokenizer import (
+    AUDIO_END,
+    AUDIO_START,
+    AUDIO_TOKEN,
+    DEFAULT_SYSTEM_PROMPT,
+    IM_END,
+    PAD_TOKEN,
+    TTS_END,
+    TTS_START,
+)
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Decoding settings; ``temperature == 0`` is greedy. Text and units draw from two generators
-    seeded ``seed`` and ``seed + 1``, so a session's draws do not depend on batching."""
+    """Decoding settings; a temperature of 0 is greedy. Text uses ``temperature`` / ``top_p``,
+    units ``unit_temperature`` / ``unit_top_p`` (upstream OpenS2S samples units at 1.0 / 1.0;
+    the released preset's config says so). Text and units draw from two generators seeded
+    ``seed`` and ``seed + 1``, so a session's draws do not depend on batching."""
 
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
     max_text_tokens: int = 256
     max_units: int = 2048
+    unit_temperature: float = 0.0
+    unit_top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature}: must be >= 0 (0 = greedy)")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
+        for name in ("temperature", "unit_temperature"):
+            if not 0 <= getattr(self, name) <= 100:
+                raise ValueError(f"{name}={getattr(self, name)}: must be in [0, 100] (0 = greedy)")
+        for name in ("top_p", "unit_top_p"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be in (0, 1]")
         if self.max_text_tokens < 1 or self.max_units < 1:
             raise ValueError("max_text_tokens and max_units must be >= 1")
+        if not 0 <= self.seed < 2**63 - 1:
+            raise ValueError(f"seed={self.seed}: must be in [0, 2**63 - 1)")
+
+    def for_units(self) -> SamplingParams:
+        """These settings with the unit temperature and top-p in the text fields (what
+        ``sample_token`` reads)."""
+        return replace(self, temperature=self.unit_temperature, top_p=self.unit_top_p)
 
 
 @dataclass(frozen=True)
@@ -96,6 +118,7 @@ class DecodeState:
     outbox: list = field(default_factory=list)  # events produced by start(), sent by step()
     text_gen: torch.Generator | None = None
     unit_gen: torch.Generator | None = None
+    unit_sampling: SamplingParams | None = None
 
     @property
     def done(self) -> bool:
@@ -136,6 +159,35 @@ def _greedy_picks(logits: torch.Tensor, group: list[DecodeState]) -> list[int] |
     return None
 
 
+def unit_logit_ids(config) -> list[int]:
+    """The TTS LM ids a unit step may pick, ascending: the units ``units_bias ..
+    units_bias + unit_vocab_size - 1`` and the ids that end speech (never other TTS ids)."""
+    bias = config.units_bias
+    return sorted({*range(bias, bias + config.unit_vocab_size), *config.unit_stop_ids})
+
+
+class UnitLogits:
+    """Restricts TTS logits to :func:`unit_logit_ids` and maps a picked column back to its id: a
+    slice when the ids are contiguous (units then end of speech, as our models lay them out),
+    else one gather."""
+
+    def __init__(self, config, device: torch.device) -> None:
+        ids = unit_logit_ids(config)
+        self.start = ids[0]
+        self.contiguous = ids[-1] - ids[0] + 1 == len(ids)
+        self.ids = ids
+        self.index = None if self.contiguous else torch.tensor(ids, device=device)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.contiguous:
+            return logits[..., self.start : self.start + len(self.ids)]
+        return logits.index_select(-1, self.index)
+
+    def token(self, column: int) -> int:
+        """TTS id of a column of the restricted logits."""
+        return self.start + column if self.contiguous else self.ids[column]
+
+
 def _generator(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)
@@ -170,9 +222,14 @@ class StreamingDecoder:
         self.config = model.config
         self.text_span = model.config.text_span
         self.speech_span = model.config.speech_span
-        self.eos_unit = model.config.tts_eos_token_id
+        self.units_bias = model.config.units_bias
+        self.unit_stops = frozenset(model.config.unit_stop_ids)
+        self.unit_logits = UnitLogits(model.config, next(model.parameters()).device)
         vocab = tokenizer.get_vocab()
         self.end_tokens = {vocab[t] for t in (TTS_END, IM_END, PAD_TOKEN) if t in vocab}
+        gen = getattr(model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+        self.end_tokens |= set(eos if isinstance(eos, list) else [] if eos is None else [eos])
         # Module look-ups cost more than a one-position step's math: keep the references.
         self._llm = model.llm_model
         self._tts = model.tts_lm_model
@@ -189,14 +246,18 @@ class StreamingDecoder:
     def prompt_ids(
         self, history: Sequence[dict] | None = None, system_prompt: str | None = None
     ) -> list[int]:
-        """Chat-template ids of ``history`` + one user audio turn, ending ``<|im_tts_start|>``.
+        """Ids of ``history`` + one user audio turn, built as upstream OpenS2S's worker builds
+        them: string contents (the audio as ``<|im_audio_start|><|im_audio|><|im_audio_end|>``),
+        the system prompt first, the tokenizer's chat template with a generation prompt and
+        thinking off, then ``<|im_tts_start|>``. ``<|im_audio|>`` stays in as the placeholder
+        (upstream splits there and inserts -200; the special token encodes alone, so the ids
+        around it are the same).
 
         ``history`` is earlier turns as text (``{"role", "content": str}``); earlier assistant
         answers were spoken, so they are laid out as TTS spans, as training records have them.
         """
-        messages: list[dict] = []
-        if system_prompt is not None:
-            messages.append({"role": "system", "content": system_prompt})
+        system = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+        messages: list[dict] = [{"role": "system", "content": system}]
         for i, m in enumerate(history or []):
             role, content = m.get("role"), m.get("content")
             if role not in ("user", "assistant", "system") or not isinstance(content, str):
@@ -206,13 +267,15 @@ class StreamingDecoder:
                     "audio turns go in as their transcripts)"
                 )
             if role == "assistant":
-                # Any non-empty speech_units makes the template write <|im_tts_start|>..end|>.
-                content = [{"text": content, "speech_units": "spoken"}]
+                content = TTS_START + content + TTS_END
             messages.append({"role": role, "content": content})
-        messages.append({"role": "user", "content": [{"text": "", "audio": "<input>"}]})
-        return self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        messages.append({"role": "user", "content": AUDIO_START + AUDIO_TOKEN + AUDIO_END})
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, enable_thinking=False
         )
+        if not text.endswith(TTS_START):
+            text += TTS_START
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def features(
         self, wave: np.ndarray | None, audio_features: tuple[np.ndarray, int] | None
@@ -301,6 +364,7 @@ class StreamingDecoder:
             n_hidden_pending=1,
             text_gen=_generator(sampling.seed),
             unit_gen=_generator(sampling.seed + 1),
+            unit_sampling=sampling.for_units(),
         )
         self._take_text_token(state, sample_token(logits[0], sampling, state.text_gen))
         state.outbox.extend(self._text_delta(state))
@@ -340,16 +404,19 @@ class StreamingDecoder:
         else:
             s.phase = "text" if not s.text_done else "done"
 
-    def _take_unit(self, s: DecodeState, unit: int, events: list[Event]) -> None:
-        if unit == self.eos_unit:
+    def _take_unit(self, s: DecodeState, token: int, events: list[Event]) -> None:
+        """Book a picked TTS id: an end-of-speech id ends the units, any other is unit
+        ``token - units_bias`` (the N of ``<|audio_N|>``) and is fed at the next TTS forward."""
+        if token in self.unit_stops:
             s.units_done, s.unit_reason, s.next_unit = True, "complete", None
             return
+        unit = token - self.units_bias
         s.units.append(unit)
         s.units_in_chunk += 1
         if len(s.units) >= s.sampling.max_units:
             s.units_done, s.unit_reason, s.next_unit = True, "max_units", None
         else:
-            s.next_unit = unit
+            s.next_unit = token
         events.append(UnitChunk([unit]))
 
     def step(self, states: list[DecodeState]) -> list[list[Event]]:
@@ -425,11 +492,14 @@ class StreamingDecoder:
             inputs.append(parts[0] if len(parts) == 1 else torch.cat(parts))
         x = inputs[0][None] if len(inputs) == 1 else torch.stack(inputs)
         _, logits = decode_step(self._tts, x, [s.tts_kv for s in group], logits=True)
-        logits = logits[:, : self.eos_unit + 1]  # only unit ids and the end of speech are valid
-        greedy = _greedy_picks(logits, group)
+        logits = self.unit_logits(logits)  # only unit ids and the end of speech are valid
+        picker = self.unit_logits
+        greedy = None
+        if all(s.unit_sampling.temperature <= 0 for s in group):
+            greedy = logits.argmax(-1).tolist()
         for i, s in enumerate(group):
-            unit = greedy[i] if greedy else sample_token(logits[i], s.sampling, s.unit_gen)
-            self._take_unit(s, unit, events[i])
+            col = greedy[i] if greedy else sample_token(logits[i], s.unit_sampling, s.unit_gen)
+            self._take_unit(s, picker.token(col), events[i])
 
     def decode(self, wave: np.ndarray | None = None, **start_kwargs) -> Iterator[Event]:
         """One session from start to Done, as a stream of events."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 PAD_TOKEN = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -81,8 +81,14 @@ def build_tokenizer(
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    """Load a tokenizer directory and check it has every OpenS2S special token."""
-    tok = AutoTokenizer.from_pretrained(str(path))
+    """Load a tokenizer directory (its ``tokenizer.json``) and check it has every OpenS2S special
+    token. Read as a fast tokenizer directly: nothing consults config.json or a hub."""
+    if not (Path(path) / "tokenizer.json").is_file():
+        raise FileNotFoundError(
+            f"{path} has no tokenizer.json: expected the text tokenizer saved with the model "
+            "(tokenizer.json + tokenizer_config.json, with OpenS2S's special tokens)"
+        )
+    tok = PreTrainedTokenizerFast.from_pretrained(str(path))
     missing = [t for t in SPECIAL_TOKENS if t not in tok.get_vocab()]
     if missing:
         raise ValueError(f"tokenizer at {path} lacks OpenS2S special tokens {missing}")
