@@ -59,19 +59,30 @@ def chat(
     out: Path = typer.Option(..., "--out", help="Where to write the spoken answer (.wav)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A model directory."),
     preset: str = typer.Option("tiny", "--preset", help="Random-init preset if no checkpoint."),
-    temperature: float = typer.Option(0.0, help="0 = greedy."),
-    top_p: float = typer.Option(1.0),
+    temperature: float = typer.Option(0.0, help="Text sampling temperature; 0 = greedy."),
+    top_p: float = typer.Option(1.0, help="Text top-p."),
+    unit_temperature: float = typer.Option(
+        0.0, help="Speech-unit temperature; 0 = greedy (upstream OpenS2S samples at 1.0)."
+    ),
+    unit_top_p: float = typer.Option(1.0, help="Speech-unit top-p."),
     seed: int = typer.Option(0),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16 (bf16 on CUDA)."),
+    glm4voice_decoder: Path | None = typer.Option(
+        None, help="A glm-4-voice-decoder directory: vocode GLM-4-Voice units (released model)."
+    ),
     max_text_tokens: int = typer.Option(128),
     max_units: int = typer.Option(1024),
     speaker_embedding: Path | None = typer.Option(None, help=".npy speaker embedding."),
 ) -> None:
     """Answer one spoken turn: stream the text to the terminal, write the speech to ``--out``.
 
-    Units become audio with the unit tokenizer saved beside the model (``units/tokenizer.npz``);
-    without one the units and text are written to ``OUT.units.json`` instead.
+    Units become audio with ``--glm4voice-decoder`` (GLM-4-Voice units, as the released model
+    speaks) or the unit tokenizer saved beside the model (``units/tokenizer.npz``); without
+    either the units and text are written to ``OUT.units.json`` instead.
     """
     import numpy as np
+    import torch
 
     from opens2s.audio.io import AudioError, load_audio
     from opens2s.model import build_model, build_tokenizer, load_model
@@ -81,18 +92,30 @@ def chat(
         wave = load_audio(audio, 16000)
     except AudioError as e:
         raise typer.BadParameter(f"--audio: {e}") from e
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise typer.BadParameter(f"--dtype {dtype!r}: expected float32, bfloat16 or float16")
+    torch_dtype = getattr(torch, dtype)
     if checkpoint is not None:
         try:
-            model, tokenizer = load_model(checkpoint)
-        except (OSError, ValueError) as e:
+            model, tokenizer = load_model(checkpoint, device=device, dtype=torch_dtype)
+        except (OSError, ValueError, RuntimeError) as e:
             raise typer.BadParameter(f"--checkpoint {checkpoint}: {e}") from e
     elif preset == "tiny":
-        model, tokenizer = build_model("tiny"), build_tokenizer("tiny")
+        model = build_model("tiny", device=device, dtype=torch_dtype)
+        tokenizer = build_tokenizer("tiny")
     else:
         raise typer.BadParameter(f"--preset {preset!r} needs --checkpoint (no bundled weights)")
     spk = np.load(speaker_embedding) if speaker_embedding is not None else None
     try:
-        sampling = SamplingParams(temperature, top_p, seed, max_text_tokens, max_units)
+        sampling = SamplingParams(
+            temperature,
+            top_p,
+            seed,
+            max_text_tokens,
+            max_units,
+            unit_temperature=unit_temperature,
+            unit_top_p=unit_top_p,
+        )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     decoder = StreamingDecoder(model, tokenizer)
@@ -113,7 +136,7 @@ def chat(
     typer.echo("")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    vocoded = _vocode(checkpoint, units, out)
+    vocoded = _vocode(checkpoint, units, out, glm4voice_decoder)
     if not vocoded:
         side = out.with_suffix(".units.json")
         side.write_text(json.dumps({"text": text, "units": units, "reason": reason}))
@@ -125,16 +148,24 @@ def chat(
     )
 
 
-def _vocode(checkpoint: Path | None, units: list[int], out: Path) -> bool:
-    """Write ``units`` as audio with the model dir's unit tokenizer; False when none is there."""
+def _vocode(
+    checkpoint: Path | None, units: list[int], out: Path, glm4voice_decoder: Path | None
+) -> bool:
+    """Write ``units`` as audio with the GLM-4-Voice decoder or the model dir's unit tokenizer;
+    False when there is neither."""
+    from opens2s.audio.io import write_audio
+
+    if glm4voice_decoder is not None:
+        from opens2s.audio.vocoder import GLM4VoiceDecoder
+
+        vocoder = GLM4VoiceDecoder(glm4voice_decoder)
+        write_audio(out, vocoder.decode(units), vocoder.sample_rate)
+        return True
     if checkpoint is None or not (checkpoint / "units" / "tokenizer.npz").is_file():
         return False
-    try:
-        from opens2s.audio.io import write_audio
-        from opens2s.audio.units import load_unit_tokenizer
-        from opens2s.audio.vocoder import vocoder_for
-    except ImportError:
-        return False
+    from opens2s.audio.units import load_unit_tokenizer
+    from opens2s.audio.vocoder import vocoder_for
+
     vocoder = vocoder_for(load_unit_tokenizer(checkpoint / "units" / "tokenizer.npz"))
     write_audio(out, vocoder.decode(units), vocoder.sample_rate)
     return True

@@ -191,7 +191,7 @@ def run_turn(cfg: PlatformConfig, url: str, corpus_root: str, out_dir: str) -> d
     q_wav = wav_bytes(question, INPUT_SAMPLE_RATE)
     storage.write_bytes(storage.join(out_dir, "question.wav"), q_wav)
     # Greedy decoding: the same model gives the same answer, locally and on a cluster.
-    sampling = {"temperature": 0.0, "seed": cfg.serve.sampling.seed}
+    sampling = {"temperature": 0.0, "unit_temperature": 0.0, "seed": cfg.serve.sampling.seed}
     answer = ask(url, q_wav, sampling=sampling, token=cfg.serve.auth_token)
     try:
         from opens2s.audio.asr import Transcriber

@@ -50,7 +50,15 @@ api = FastAPI(title="OpenS2S realtime speech API")
 
 
 def _sampling(options: SessionOptions) -> dict[str, Any]:
-    fields = ("temperature", "top_p", "max_text_tokens", "max_units", "seed")
+    fields = (
+        "temperature",
+        "top_p",
+        "unit_temperature",
+        "unit_top_p",
+        "max_text_tokens",
+        "max_units",
+        "seed",
+    )
     return {k: getattr(options, k) for k in fields if getattr(options, k) is not None}
 
 
@@ -171,6 +179,8 @@ class Ingress:
         system_prompt: str | None = Query(None),
         temperature: float | None = Query(None),
         top_p: float | None = Query(None),
+        unit_temperature: float | None = Query(None),
+        unit_top_p: float | None = Query(None),
         max_text_tokens: int | None = Query(None),
         max_units: int | None = Query(None),
         seed: int | None = Query(None),
@@ -185,6 +195,8 @@ class Ingress:
                 system_prompt=system_prompt,
                 temperature=temperature,
                 top_p=top_p,
+                unit_temperature=unit_temperature,
+                unit_top_p=unit_top_p,
                 max_text_tokens=max_text_tokens,
                 max_units=max_units,
                 seed=seed,

@@ -44,6 +44,8 @@ class SessionOptions(BaseModel):
     system_prompt: str | None = Field(None, max_length=2000)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
+    unit_temperature: float | None = Field(None, ge=0, le=2)
+    unit_top_p: float | None = Field(None, gt=0, le=1)
     max_text_tokens: int | None = Field(None, gt=0, le=512)
     max_units: int | None = Field(None, gt=0, le=2000)
     seed: int | None = None

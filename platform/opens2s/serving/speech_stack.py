@@ -33,6 +33,8 @@ class SpeechStack:
 
     decoder: Any
     unit_tokenizer: Any
+    """The k-means tokenizer whose units the Griffin-Lim vocoder inverts; None when the model
+    speaks GLM-4-Voice units (``audio.glm4voice_decoder_path`` decodes them)."""
     audio_cfg: AudioSection
     sampling_defaults: dict[str, Any]
     voices: dict[str, np.ndarray] = field(default_factory=dict)
@@ -68,7 +70,11 @@ class SpeechStack:
         key = (blocks.schedule, blocks.fixed_units)
         if key not in self._vocoders:
             a = self.audio_cfg
-            if isinstance(self.unit_tokenizer, MelKMeansUnits):
+            if self.unit_tokenizer is None:  # GLM-4-Voice units: its flow + HiFT decoder
+                from opens2s.audio.vocoder import GLM4VoiceDecoder
+
+                self._vocoders[key] = GLM4VoiceDecoder(a.glm4voice_decoder_path)
+            elif isinstance(self.unit_tokenizer, MelKMeansUnits):
                 if blocks.schedule == "fixed":  # the OpenS2S baseline: every block alike
                     n = blocks.fixed_units
                     overrides = {
@@ -94,7 +100,9 @@ def _model_dir(cfg: PlatformConfig) -> str | None:
 
 
 def load_speech_stack(cfg: PlatformConfig) -> SpeechStack:
-    """Build the replica's stack from the config (model dir, else preset)."""
+    """Build the replica's stack from the config (model dir, else preset), on ``model.device``
+    in ``model.dtype``."""
+    import torch
 
     from opens2s.audio.units import load_unit_tokenizer
     from opens2s.model import build_model, build_tokenizer, load_model
@@ -102,6 +110,7 @@ def load_speech_stack(cfg: PlatformConfig) -> SpeechStack:
     from opens2s.storage import copy_to_local
 
     src = _model_dir(cfg)
+    device, dtype = cfg.model.device, getattr(torch, cfg.model.dtype)
     tok_path: Path | None = None
     voices: dict[str, np.ndarray] = {}
     if src is not None:
@@ -110,39 +119,63 @@ def load_speech_stack(cfg: PlatformConfig) -> SpeechStack:
             if "://" in src
             else Path(src)
         )
-        model, tokenizer = load_model(local)
+        model, tokenizer = load_model(local, device=device, dtype=dtype)
         if (local / "units" / "tokenizer.npz").is_file():
             tok_path = local / "units" / "tokenizer.npz"
         for f in (
             sorted((local / "speakers").glob("*.npy")) if (local / "speakers").is_dir() else []
         ):
             voices[f.stem] = np.load(f).astype(np.float32)
-        description = f"{local.name} (from {src})"
+        description = f"{local.name} (from {src}) on {device} in {cfg.model.dtype}"
     else:
-        model = build_model(cfg.model.preset, seed=cfg.model.seed)
+        model = build_model(
+            cfg.model.preset,
+            seed=cfg.model.seed,
+            device=device,
+            dtype=dtype,
+            section=cfg.model,
+            audio=cfg.audio,
+        )
         tokenizer = build_tokenizer(cfg.model.preset)
-        description = f"preset {cfg.model.preset} (random init, seed {cfg.model.seed})"
+        description = (
+            f"preset {cfg.model.preset} (random init, seed {cfg.model.seed}) on {device} in "
+            f"{cfg.model.dtype}"
+        )
     model.eval()
     if cfg.serve.unit_tokenizer is not None:
         tok_path = Path(cfg.serve.unit_tokenizer)
-    if tok_path is None:
-        if src is not None:
-            raise FileNotFoundError(
-                f"no unit tokenizer for the vocoder: {src} has no units/tokenizer.npz; set "
-                "serve.unit_tokenizer to a tokenizer.npz (e.g. <corpus>/units/tokenizer.npz)"
-            )
-        tok_path = demo_unit_tokenizer(cfg)
+    unit_tokenizer = None
+    if tok_path is not None:
+        unit_tokenizer = load_unit_tokenizer(tok_path)
+    elif cfg.audio.glm4voice_decoder_path:
+        log.info("units go to the GLM-4-Voice decoder at %s", cfg.audio.glm4voice_decoder_path)
+    elif src is not None:
+        raise FileNotFoundError(
+            f"no vocoder for {src}'s units: it has no units/tokenizer.npz (k-means units); set "
+            "audio.glm4voice_decoder_path to a glm-4-voice-decoder directory (GLM-4-Voice "
+            "units, as the released model speaks) or serve.unit_tokenizer to a tokenizer.npz"
+        )
+    else:
+        unit_tokenizer = load_unit_tokenizer(demo_unit_tokenizer(cfg))
+    if unit_tokenizer is not None and unit_tokenizer.codebook_size != model.config.unit_vocab_size:
+        raise ValueError(
+            f"the model speaks {model.config.unit_vocab_size} units but the vocoder's unit "
+            f"tokenizer has {unit_tokenizer.codebook_size}: use the tokenizer the model was "
+            "trained with (its corpus's units/tokenizer.npz)"
+        )
     s = cfg.serve.sampling
     defaults = dict(
         temperature=s.temperature,
         top_p=s.top_p,
+        unit_temperature=s.unit_temperature,
+        unit_top_p=s.unit_top_p,
         seed=s.seed,
         max_text_tokens=s.max_text_tokens,
         max_units=s.max_units,
     )
     return SpeechStack(
         decoder=StreamingDecoder(model, tokenizer),
-        unit_tokenizer=load_unit_tokenizer(tok_path),
+        unit_tokenizer=unit_tokenizer,
         audio_cfg=cfg.audio,
         sampling_defaults=defaults,
         voices=voices,

@@ -2,8 +2,9 @@
 
 The full fp32 weights are rebuilt from every rank's ZeRO shard with DeepSpeed's ``zero_to_fp32``
 (ZeRO 1/2/3 alike; frozen parameters included), LoRA adapters are merged into the LLM, and the
-directory gets the model's ``config.json`` + weights, the tokenizer files and, when the corpus has
-one, a copy of its ``units/tokenizer.npz`` so the server can turn units back into speech.
+directory is written in the released OpenS2S layout (``model/layout.py``: config, safetensors,
+tokenizer, ``tts/``, ``audio/``, generation configs) plus, when the corpus has one, a copy of its
+``units/tokenizer.npz`` so the server can turn units back into speech.
 """
 
 from __future__ import annotations
@@ -35,6 +36,20 @@ def full_state_dict(ckpt_dir: Path) -> dict[str, torch.Tensor]:
     return get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
 
 
+def legacy_names_mapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoints of earlier versions name tensors as they did then (``LEGACY_WEIGHT_NAMES``)."""
+    import re
+
+    from opens2s.model.modeling import LEGACY_WEIGHT_NAMES
+
+    out = {}
+    for key, value in state.items():
+        for pattern, new in LEGACY_WEIGHT_NAMES.items():
+            key = re.sub(pattern, new, key)
+        out[key] = value
+    return out
+
+
 def _rebuild_model(ckpt_dir: Path) -> tuple[Any, Any]:
     """The trained model (LoRA merged) and tokenizer from a local checkpoint directory."""
     from opens2s.model import OpenS2SConfig, OpenS2SModel
@@ -47,7 +62,7 @@ def _rebuild_model(ckpt_dir: Path) -> tuple[Any, Any]:
     model = OpenS2SModel(config)
     if meta.get("lora"):
         add_lora(model, LoraSection.model_validate(meta["lora"]))
-    state = full_state_dict(ckpt_dir)
+    state = legacy_names_mapped(full_state_dict(ckpt_dir))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(
@@ -65,6 +80,8 @@ def export_checkpoint(ckpt: Any, out: str, *, units_from: str | None = None) -> 
 
     ``units_from`` is a corpus root: its ``units/tokenizer.npz`` is copied along when present.
     """
+    from opens2s.model.layout import save_model_dir
+
     with tempfile.TemporaryDirectory(prefix="opens2s-export-") as tmp:
         ckpt_dir = _local_checkpoint(ckpt, Path(tmp) / "ckpt")
         model, tokenizer = _rebuild_model(ckpt_dir)
@@ -72,8 +89,8 @@ def export_checkpoint(ckpt: Any, out: str, *, units_from: str | None = None) -> 
         if local_out.exists():
             shutil.rmtree(local_out)
         local_out.mkdir(parents=True)
-        model.save_pretrained(str(local_out))
-        tokenizer.save_pretrained(str(local_out))
+        # The released layout (model/layout.py): config, safetensors, tokenizer, tts/, audio/.
+        save_model_dir(model, tokenizer, local_out)
         if units_from is not None:
             units_uri = storage.join(units_from, UNITS_FILE)
             if storage.exists(units_uri):
