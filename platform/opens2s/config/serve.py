@@ -74,10 +74,10 @@ class SamplingDefaults(BaseModel):
     temperature: float = Field(0.8, ge=0, le=2)
     """Text sampling temperature; 0 means greedy."""
     top_p: float = Field(0.95, gt=0, le=1)
-    unit_temperature: float = Field(1.0, ge=0, le=2)
-    """Speech-unit sampling temperature (0 = greedy); 1.0 with ``unit_top_p`` 1.0 is what
-    upstream OpenS2S's worker uses for the released model."""
-    unit_top_p: float = Field(1.0, gt=0, le=1)
+    unit_temperature: float = Field(0.8, ge=0, le=2)
+    """Speech-unit sampling temperature (0 = greedy). Upstream OpenS2S's worker samples the
+    released model's units at 1.0 with ``unit_top_p`` 1.0 (jobs/configs/opens2s-8b.yaml)."""
+    unit_top_p: float = Field(0.95, gt=0, le=1)
     max_text_tokens: int = Field(48, gt=0)
     max_units: int = Field(150, gt=0)
     seed: int | None = 0
