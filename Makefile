@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= jobs/configs/tiny.yaml
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo serve bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,12 @@ test: lint
 
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/opens2s pipeline --config $(CONFIG)
+
+# Serve the model `make demo` trained (web page on http://127.0.0.1:8000/).
+MODEL ?= runs/tiny/model
+serve: setup
+	@test -f $(MODEL)/config.json || { echo "make serve: no model at $(MODEL): run make demo first (or MODEL=DIR)"; exit 1; }
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/opens2s serve --config $(CONFIG) --model-dir $(MODEL)
 
 bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -55,6 +55,7 @@ def main() -> None:
     base = {
         "run_dir": str(work / "run"),
         "data.scenarios.num_dialogues": args.dialogues,
+        "data.scenarios.max_exchanges": 2,  # as measured before the laptop default became 1
         "data.output.shard_size": args.shard_size,
         "data.cpus_per_worker": 0.5,
     }

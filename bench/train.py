@@ -188,6 +188,10 @@ def main() -> int:
             "train.checkpoint_every": 10**6,
             "train.num_workers": args.workers,
             "train.zero_stage": 2,
+            # The settings this bench was measured with (the laptop default now trains longer).
+            "train.warmup_steps": 2,
+            "train.lr": 1e-3,
+            "train.weight_decay": 0.05,
         },
     )
     ray.init(

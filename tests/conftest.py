@@ -185,6 +185,8 @@ def train_test_config(run_dir: Path, corpus: Path, **train: object):
         "train.checkpoint_every": 5,
         "train.keep_last": 1,
         "train.zero_stage": 2,
+        "train.num_workers": 2,
+        "train.lr": 1e-3,
     }
     overrides.update({f"train.{k}": v for k, v in train.items()})
     return load_config(None, overrides)

@@ -20,6 +20,12 @@ def pipeline(
     keep_serving: bool = typer.Option(
         False, "--keep-serving", help="Local mode: keep the Serve app up after the test turn."
     ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        help="Show Ray's, DeepSpeed's and the libraries' own logs on the terminal (default: "
+        "they go to <run_dir>/logs/pipeline.log).",
+    ),
 ) -> None:
     """Run the whole pipeline; steps whose outputs exist are skipped (rerun to resume)."""
     import time
@@ -36,8 +42,12 @@ def pipeline(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
 
-    def log(msg: str) -> None:
-        typer.echo(f"{time.strftime('%H:%M:%S')} {msg}")
+    from opens2s.pipeline.console import plain_console, quiet_console
+
+    console = plain_console() if verbose else quiet_console(cfg.run_dir)
+    log = console.line
+    if console.log_file is not None:
+        log(f"Ray, DeepSpeed and library logs: {console.log_file}")
 
     t0 = time.perf_counter()
     where = f"Ray cluster {address} (Jobs API)" if address else "embedded local Ray"
@@ -54,13 +64,21 @@ def pipeline(
             manifest = run_local(cfg, names, keep_serving=keep_serving, log=log)
     except PipelineError as e:
         error = e
+    except Exception as e:  # not a step's failure: the pipeline itself broke
+        import traceback
+
+        traceback.print_exc()  # into the log file (fd 2) unless --verbose
+        where = f" (traceback in {console.log_file})" if console.log_file else ""
+        console.echo(f"error: {type(e).__name__}: {e}{where}", error=True)
+        raise typer.Exit(1) from e
     from opens2s.pipeline.manifest import RunManifest
     from opens2s.pipeline.ray_jobs import cluster_config
 
     manifest = RunManifest.load(cluster_config(cfg).run_dir if address else cfg.run_dir)
-    typer.echo("")
-    typer.echo(format_summary(manifest))
-    typer.echo(f"total {time.perf_counter() - t0:.1f} s")
+    console.echo("")
+    console.echo(format_summary(manifest))
+    console.echo(f"total {time.perf_counter() - t0:.1f} s")
     if error is not None:
-        typer.echo(f"error: {error}", err=True)
+        where = f" (logs: {console.log_file})" if console.log_file else ""
+        console.echo(f"error: {error}{where}", error=True)
         raise typer.Exit(1)

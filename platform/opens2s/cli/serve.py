@@ -11,10 +11,19 @@ import typer
 
 
 def serve(
-    config: Path = typer.Option(..., "--config", help="Platform config YAML."),
+    config: Path | None = typer.Option(
+        None, "--config", help="Platform config YAML (default: the embedded tiny config)."
+    ),
     port: int | None = typer.Option(None, help="HTTP port (default: serve.port of the config)."),
     host: str | None = typer.Option(None, help="HTTP host (default: serve.host of the config)."),
     block: bool = typer.Option(True, help="Keep serving until Ctrl-C (--no-block: deploy, exit)."),
+    model_dir: str | None = typer.Option(
+        None,
+        "--model-dir",
+        help="A model directory to serve (e.g. <run_dir>/model of a pipeline run, or the "
+        "released OpenS2S directory); default: serve.model_dir, else model.checkpoint, else "
+        "the random-init preset.",
+    ),
 ) -> None:
     """Deploy the OpenS2S app (WebSocket /v1/realtime, POST /v1/speech, web page at /)."""
     import ray
@@ -24,7 +33,7 @@ def serve(
     from opens2s.serving.app import build_app
 
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, {"serve.model_dir": model_dir} if model_dir else None)
     except ConfigError as e:
         raise typer.BadParameter(str(e), param_hint="--config") from e
     s = cfg.serve

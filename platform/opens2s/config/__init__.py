@@ -19,6 +19,7 @@ from opens2s.config.data import DataSection
 from opens2s.config.model import ModelSection
 from opens2s.config.serve import ServeSection
 from opens2s.config.train import TrainSection
+from opens2s.config.turn import TurnSection
 
 
 class ConfigError(ValueError):
@@ -37,6 +38,7 @@ class PlatformConfig(BaseModel):
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
     serve: ServeSection = ServeSection()
+    turn: TurnSection = TurnSection()
     cluster: ClusterSection = ClusterSection()
 
     def corpus_uri(self) -> str:
@@ -94,5 +96,6 @@ __all__ = [
     "PlatformConfig",
     "ServeSection",
     "TrainSection",
+    "TurnSection",
     "load_config",
 ]

@@ -20,7 +20,7 @@ class _Stage(BaseModel):
 class ScenarioSettings(_Stage):
     """What to talk about: emotion x intensity x situation x persona x user speaker, seeded."""
 
-    num_dialogues: int = Field(50, gt=0)
+    num_dialogues: int = Field(6, gt=0)
     """How many dialogues (samples) the corpus holds."""
     seed: int = 0
     """Same seed (and settings) -> same scenarios and the same sample ids."""
@@ -36,7 +36,7 @@ class ScenarioSettings(_Stage):
     """TTS speakers for user turns; None = every TTS speaker except the assistant's."""
     min_exchanges: int = Field(1, ge=1)
     """Fewest user/assistant exchanges in a dialogue."""
-    max_exchanges: int = Field(2, ge=1)
+    max_exchanges: int = Field(1, ge=1)
     """Most user/assistant exchanges in a dialogue."""
 
     @model_validator(mode="after")

@@ -86,7 +86,16 @@ def _run_step(cfg: PlatformConfig, name: str, manifest: RunManifest, log) -> st.
 
 
 def _turn_detail_for_manifest(detail: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in detail.items() if k not in ("question_audio",)}
+    """The spoken test's summary as the manifest keeps it (rows without corpus audio URIs)."""
+
+    def row(r: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if r is None else {k: v for k, v in r.items() if k != "question_audio"}
+
+    return {
+        **detail,
+        "questions": [row(r) for r in detail.get("questions", [])],
+        "held_out": row(detail.get("held_out")),
+    }
 
 
 def run_steps(

@@ -1,9 +1,14 @@
-"""One spoken test turn against the served model, and the closed-loop numbers.
+"""The pipeline's spoken test: corpus questions asked by speech, answers scored by ASR.
 
-The question is the first user turn of the first corpus dialogue (speech rendered by
-``opens2s.audio.tts`` when the corpus was built); it goes to ``POST /v1/speech`` as a WAV upload,
-the NDJSON answer is collected (text deltas, audio chunks), the answer audio is transcribed by the
-offline ASR and compared with the assistant text the model was trained on for that question.
+Each question is the first user turn of a corpus dialogue (speech rendered by ``opens2s.audio.tts``
+when the corpus was built; dialogues picked so that emotions spread); it goes to
+``POST /v1/speech`` as a WAV upload, the NDJSON answer is collected (text deltas, audio chunks),
+the answer audio is transcribed by the offline ASR and compared with the assistant text the model
+was trained on for that question (closed-loop WER) and with the model's own text. The baseline of
+the same run is the speech-path ceiling: the trained answer's own units, vocoded and transcribed.
+One held-out question (question 1's words, transcribed, spoken by another voice with another
+emotion) is reported without a goal. Everything lands in ``<run_dir>/turn/`` with
+``summary.json`` (per question rows, medians and maxima, the goal check).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import statistics
 import time
 import urllib.parse
 import urllib.request
@@ -37,6 +43,8 @@ class TestDialogue:
     reference_text: str
     reference_units: list[int]
     """The speech units the model was trained to produce for that answer."""
+    emotion: str | None = None
+    speaker: str | None = None
 
 
 @dataclass
@@ -55,11 +63,25 @@ class Answer:
     status: str | None
 
 
-def first_dialogue(corpus_root: str) -> TestDialogue:
-    """The first record (by shard order) with a user audio turn followed by an assistant turn."""
+def _manifest_rows(corpus_root: str) -> dict[str, dict[str, Any]]:
+    """Record id -> its corpus manifest row (emotion, speaker...); empty without a manifest."""
+    uri = storage.join(corpus_root, "manifest.parquet")
+    if not storage.exists(uri):
+        return {}
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=["id", "emotion", "speaker"])
+    return {row["id"]: row for row in table.to_pylist()}
+
+
+def test_dialogues(corpus_root: str, n: int) -> list[TestDialogue]:
+    """Up to ``n`` dialogues (by shard order) with a user audio turn followed by an answer, with
+    distinct answers, picked so that emotions spread (one per emotion before any repeats)."""
     shards = sorted(
         u for u in storage.list_prefix(storage.join(corpus_root, "shards")) if u.endswith(".jsonl")
     )
+    meta = _manifest_rows(corpus_root)
+    found: list[TestDialogue] = []
     for shard in shards:
         for line in storage.read_text(shard).splitlines():
             if not line.strip():
@@ -67,18 +89,47 @@ def first_dialogue(corpus_root: str) -> TestDialogue:
             rec = json.loads(line)
             msgs = rec.get("messages", [])
             for user, assistant in zip(msgs, msgs[1:], strict=False):
-                if user["role"] == "user" and assistant["role"] == "assistant":
-                    audio = user["content"][0].get("audio")
-                    text = assistant["content"][0].get("text", "")
-                    units = [
-                        int(u)
-                        for u in _UNIT.findall(assistant["content"][0].get("speech_units", ""))
-                    ]
-                    if audio and text:
-                        return TestDialogue(
-                            rec["id"], storage.join(corpus_root, audio), text, units
+                if user["role"] != "user" or assistant["role"] != "assistant":
+                    continue
+                audio = user["content"][0].get("audio")
+                text = assistant["content"][0].get("text", "")
+                units = [
+                    int(u) for u in _UNIT.findall(assistant["content"][0].get("speech_units", ""))
+                ]
+                if audio and text:
+                    row = meta.get(rec["id"], {})
+                    found.append(
+                        TestDialogue(
+                            rec["id"],
+                            storage.join(corpus_root, audio),
+                            text,
+                            units,
+                            row.get("emotion"),
+                            row.get("speaker"),
                         )
-    raise RuntimeError(f"no dialogue with a user audio turn and an answer in {corpus_root}/shards")
+                    )
+                break  # the first exchange of each dialogue
+        if len(found) >= 8 * n:
+            break
+    if not found:
+        raise RuntimeError(
+            f"no dialogue with a user audio turn and an answer in {corpus_root}/shards"
+        )
+    picked: list[TestDialogue] = []
+    seen_emotions: set[str | None] = set()
+    seen_answers: set[str] = set()
+    for spread in (True, False):
+        for d in found:
+            if len(picked) == n:
+                break
+            if d in picked or d.reference_text in seen_answers:
+                continue
+            if spread and d.emotion in seen_emotions:
+                continue
+            picked.append(d)
+            seen_emotions.add(d.emotion)
+            seen_answers.add(d.reference_text)
+    return picked
 
 
 def wav_bytes(wave: np.ndarray, sr: int) -> bytes:
@@ -151,7 +202,7 @@ def transcribe_and_score(answer: Answer, reference: str, transcriber=None) -> di
 
 
 def speech_path_ceiling(
-    corpus_root: str, dialogue: TestDialogue, audio_cfg, out_dir: str, transcriber=None
+    corpus_root: str, dialogue: TestDialogue, vocoder, out_dir: str, transcriber=None
 ) -> dict[str, Any]:
     """The best the speech path can do: the trained answer's own units, vocoded and transcribed.
 
@@ -160,18 +211,13 @@ def speech_path_ceiling(
     """
     try:
         from opens2s.audio.asr import Transcriber, word_error_rate
-        from opens2s.audio.units import load_unit_tokenizer
-        from opens2s.audio.vocoder import vocoder_for
     except ImportError as e:
         return {"ceiling_unavailable": str(e)}
+    if vocoder is None:
+        return {"ceiling_unavailable": "no unit tokenizer in the corpus to vocode its units with"}
     if not dialogue.reference_units:
         return {"ceiling_unavailable": "the record has no speech units"}
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="opens2s-units-") as tmp:
-        local = storage.copy_to_local(storage.join(corpus_root, "units/tokenizer.npz"), tmp)
-        vocoder = vocoder_for(load_unit_tokenizer(local), audio_cfg)
-        wave = vocoder.decode(dialogue.reference_units)
+    wave = vocoder.decode(dialogue.reference_units)
     storage.write_bytes(
         storage.join(out_dir, "reference_vocoded.wav"), wav_bytes(wave, vocoder.sample_rate)
     )
@@ -182,38 +228,150 @@ def speech_path_ceiling(
     }
 
 
+def _corpus_vocoder(corpus_root: str, audio_cfg) -> Any:
+    """The vocoder of the corpus's k-means units (None when the corpus has no tokenizer)."""
+    import tempfile
+
+    try:
+        from opens2s.audio.units import load_unit_tokenizer
+        from opens2s.audio.vocoder import vocoder_for
+    except ImportError:
+        return None
+    uri = storage.join(corpus_root, "units/tokenizer.npz")
+    if not storage.exists(uri):
+        return None
+    with tempfile.TemporaryDirectory(prefix="opens2s-units-") as tmp:
+        local = storage.copy_to_local(uri, tmp)
+        return vocoder_for(load_unit_tokenizer(local), audio_cfg)
+
+
+def _held_out_question(
+    cfg: PlatformConfig, dialogue: TestDialogue, question: np.ndarray, transcriber
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Question ``dialogue``'s words (as the ASR hears them) spoken by another voice with another
+    emotion, at 16 kHz, and how it was rendered."""
+    from opens2s.data.render import TurnRenderer
+
+    words = transcriber.transcribe(question, INPUT_SAMPLE_RATE)
+    if not words.strip():
+        raise RuntimeError("the ASR heard no words in the question to re-render")
+    renderer = TurnRenderer(cfg.audio.model_copy(update={"sample_rate": INPUT_SAMPLE_RATE}))
+    speakers = [
+        s
+        for s in renderer.tts.speakers()
+        if s not in (dialogue.speaker, cfg.audio.assistant_speaker)
+    ]
+    from opens2s.audio.tts import EMOTIONS
+
+    emotions = [e for e in EMOTIONS if e not in (dialogue.emotion, "neutral")] or list(EMOTIONS)
+    # Deterministic in the record: the same run asks the same held-out question.
+    k = sum(map(ord, dialogue.record_id))
+    speaker, emotion = speakers[k % len(speakers)], emotions[k % len(emotions)]
+    wave = renderer.render_turn(words, speaker, emotion, 1.0)
+    pad = np.zeros(INPUT_SAMPLE_RATE // 2, np.float32)
+    return np.concatenate([pad, wave, pad]), {
+        "question_text_asr": words,
+        "speaker": speaker,
+        "emotion": emotion,
+    }
+
+
+def _stats(values: list[float | None]) -> dict[str, float | None]:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"median": None, "max": None}
+    return {"median": round(statistics.median(vals), 4), "max": round(max(vals), 4)}
+
+
 def run_turn(cfg: PlatformConfig, url: str, corpus_root: str, out_dir: str) -> dict[str, Any]:
-    """Ask the served model the test question; write question.wav, answer.wav, answer.json."""
+    """Ask the served model ``cfg.turn.questions`` corpus questions (+ the held-out one); write
+    each question's and answer's audio under ``<out_dir>/q<i>/`` and ``summary.json``."""
     from opens2s.audio.io import load_audio
 
-    dialogue = first_dialogue(corpus_root)
-    question = load_audio(storage.read_bytes(dialogue.question_audio), sr=INPUT_SAMPLE_RATE)
-    q_wav = wav_bytes(question, INPUT_SAMPLE_RATE)
-    storage.write_bytes(storage.join(out_dir, "question.wav"), q_wav)
+    t = cfg.turn
+    dialogues = test_dialogues(corpus_root, t.questions)
     # Greedy decoding: the same model gives the same answer, locally and on a cluster.
-    sampling = {"temperature": 0.0, "unit_temperature": 0.0, "seed": cfg.serve.sampling.seed}
-    answer = ask(url, q_wav, sampling=sampling, token=cfg.serve.auth_token)
+    sampling = {
+        "temperature": 0.0,
+        "unit_temperature": 0.0,
+        "seed": cfg.serve.sampling.seed,
+        "max_text_tokens": t.max_text_tokens,
+        "max_units": t.max_units,
+    }
     try:
         from opens2s.audio.asr import Transcriber
 
-        transcriber = Transcriber()  # one model load for both transcripts
+        transcriber = Transcriber()  # one model load for every transcript
     except ImportError:
         transcriber = None
-    storage.write_bytes(
-        storage.join(out_dir, "answer.wav"), wav_bytes(answer.audio, answer.sample_rate)
-    )
-    result = {
-        "record_id": dialogue.record_id,
-        "question_audio": dialogue.question_audio,
-        "question_seconds": round(len(question) / INPUT_SAMPLE_RATE, 3),
-        "reference_text": dialogue.reference_text,
-        "answer_text": answer.text,
-        "answer_seconds": round(len(answer.audio) / answer.sample_rate, 3)
-        if answer.sample_rate
-        else 0.0,
-        **{k: v for k, v in asdict(answer).items() if k not in ("audio", "text")},
-        **transcribe_and_score(answer, dialogue.reference_text, transcriber),
-        **speech_path_ceiling(corpus_root, dialogue, cfg.audio, out_dir, transcriber),
+    vocoder = _corpus_vocoder(corpus_root, cfg.audio)
+
+    def one(name: str, dialogue: TestDialogue, question: np.ndarray) -> dict[str, Any]:
+        qdir = storage.join(out_dir, name)
+        q_wav = wav_bytes(question, INPUT_SAMPLE_RATE)
+        storage.write_bytes(storage.join(qdir, "question.wav"), q_wav)
+        answer = ask(url, q_wav, sampling=sampling, token=cfg.serve.auth_token)
+        answer_uri = storage.join(qdir, "answer.wav")
+        storage.write_bytes(answer_uri, wav_bytes(answer.audio, answer.sample_rate))
+        row = {
+            "record_id": dialogue.record_id,
+            "emotion": dialogue.emotion,
+            "speaker": dialogue.speaker,
+            "question_audio": dialogue.question_audio,
+            "question_seconds": round(len(question) / INPUT_SAMPLE_RATE, 3),
+            "question_wav": storage.join(qdir, "question.wav"),
+            "answer_wav": answer_uri,
+            "reference_text": dialogue.reference_text,
+            "answer_text": answer.text,
+            "answer_seconds": round(len(answer.audio) / answer.sample_rate, 3)
+            if answer.sample_rate
+            else 0.0,
+            **{k: v for k, v in asdict(answer).items() if k not in ("audio", "text")},
+        }
+        if transcriber is not None:
+            row.update(transcribe_and_score(answer, dialogue.reference_text, transcriber))
+        storage.write_text(storage.join(qdir, "answer.json"), json.dumps(row, indent=2) + "\n")
+        return row
+
+    rows = []
+    for i, d in enumerate(dialogues, start=1):
+        question = load_audio(storage.read_bytes(d.question_audio), sr=INPUT_SAMPLE_RATE)
+        row = one(f"q{i}", d, question)
+        row.update(
+            speech_path_ceiling(
+                corpus_root, d, vocoder, storage.join(out_dir, f"q{i}"), transcriber
+            )
+        )
+        rows.append(row)
+    held_out = None
+    if t.held_out and transcriber is not None:
+        first = dialogues[0]
+        question = load_audio(storage.read_bytes(first.question_audio), sr=INPUT_SAMPLE_RATE)
+        try:
+            wave, rendered = _held_out_question(cfg, first, question, transcriber)
+            held_out = {**one("held_out", first, wave), "rendered_as": rendered}
+        except Exception as e:  # reported, never a reason to fail the test turn
+            held_out = {"record_id": first.record_id, "error": f"{type(e).__name__}: {e}"}
+
+    speech = _stats([r.get("wer_speech") for r in rows])
+    summary: dict[str, Any] = {
+        "questions": rows,
+        "held_out": held_out,
+        "n_questions": len(rows),
+        "distinct_answer_texts": len({r["answer_text"] for r in rows}),
+        "wer_speech": speech,
+        "wer_vocoded": _stats([r.get("wer_vocoded") for r in rows]),
+        "wer_text": _stats([r.get("wer_text") for r in rows]),
+        "wer_ceiling": _stats([r.get("wer_ceiling") for r in rows]),
+        "ttfa_ms": _stats([r.get("ttfa_ms") for r in rows]),
+        "server_ttfa_ms": _stats([r.get("server_ttfa_ms") for r in rows]),
+        "goal": {"median_wer": t.goal_median_wer, "max_wer": t.goal_max_wer},
     }
-    storage.write_text(storage.join(out_dir, "answer.json"), json.dumps(result, indent=2) + "\n")
-    return result
+    if speech["median"] is not None:
+        summary["goal"]["met"] = bool(
+            speech["median"] <= t.goal_median_wer and speech["max"] <= t.goal_max_wer
+        )
+    elif transcriber is None:
+        summary["asr_unavailable"] = "the offline ASR is not installed: no WER"
+    storage.write_text(storage.join(out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    return summary

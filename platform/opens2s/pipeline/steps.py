@@ -154,7 +154,11 @@ def _stage_source(cfg: PlatformConfig, stage: str, manifest: RunManifest):
 def run_stage(cfg: PlatformConfig, stage: str, manifest: RunManifest, log: Log) -> StepResult:
     """Train one stage with Ray Train + DeepSpeed; export it when another stage follows."""
     fit_stage, export_checkpoint = _need("opens2s.train.run", "fit_stage", "export_checkpoint")
-    summary = fit_stage(cfg, stage, _stage_source(cfg, stage, manifest))
+    from opens2s.pipeline.progress import StageProgress
+
+    metrics = stage_outputs(cfg, stage, manifest)["metrics"]
+    with StageProgress(metrics, cfg.train.max_steps, stage, log):
+        summary = fit_stage(cfg, stage, _stage_source(cfg, stage, manifest))
     outputs = {
         "checkpoint": summary.checkpoint,
         "metrics": summary.metrics,
@@ -254,11 +258,14 @@ def serve_running(cfg: PlatformConfig) -> bool:
 
 
 def turn_outputs(cfg: PlatformConfig) -> dict[str, str]:
-    """The question and answer audio and the answer's record (text, transcript, TTFA, WER)."""
+    """The spoken test's summary (written last), its folder (``q<i>/question.wav``,
+    ``answer.wav``, ``answer.json``, ``reference_vocoded.wav``; ``held_out/``) and question 1's
+    files."""
     d = turn_dir(cfg)
     return {
-        "question": storage.join(d, "question.wav"),
-        "answer": storage.join(d, "answer.wav"),
-        "result": storage.join(d, "answer.json"),
-        "reference_vocoded": storage.join(d, "reference_vocoded.wav"),
+        "result": storage.join(d, "summary.json"),
+        "answers": d,
+        "question": storage.join(d, "q1", "question.wav"),
+        "answer": storage.join(d, "q1", "answer.wav"),
+        "reference_vocoded": storage.join(d, "q1", "reference_vocoded.wav"),
     }

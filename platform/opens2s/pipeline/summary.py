@@ -12,7 +12,7 @@ _MAIN_OUTPUT = {
     "finetune": ("checkpoint", "loss_plot"),
     "export": ("model",),
     "serve": ("url",),
-    "turn": ("question", "answer", "result", "reference_vocoded"),
+    "turn": ("result", "answers"),
 }
 
 
@@ -51,25 +51,53 @@ def format_summary(manifest: RunManifest) -> str:
             )
     turn = manifest.steps["turn"].detail
     if turn:
-        lines.append(f"question (corpus record {turn.get('record_id')}): answer trained on")
-        lines.append(f"  {turn.get('reference_text')!r}")
-        lines.append(f"answer text:       {turn.get('answer_text')!r}")
-        lines.append(f"answer transcript: {turn.get('transcript')!r}")
+        lines += _turn_lines(turn)
+    model = manifest.steps["export"].outputs.get("model")
+    if model and manifest.steps["export"].status in ("done", "skipped"):
         lines.append(
-            f"TTFA {_fmt(turn.get('ttfa_ms'), '.0f')} ms (server {_fmt(turn.get('server_ttfa_ms'), '.0f')} ms), "
-            f"answer {_fmt(turn.get('answer_seconds'), '.2f')} s of audio"
+            f"serve the model just trained: opens2s serve --model-dir {model}  (in the venv; "
+            "`make serve` does the same for make demo's run)"
         )
-        if turn.get("wer_speech") is not None:
-            lines.append(
-                f"closed loop WER (ASR of answer audio vs trained answer): {turn['wer_speech']:.2f}; "
-                f"model text vs trained answer: {_fmt(turn.get('wer_text'), '.2f')}; "
-                f"ASR vs model text: {_fmt(turn.get('wer_vocoded'), '.2f')}"
-            )
-        if turn.get("wer_ceiling") is not None:
-            lines.append(
-                f"speech-path ceiling (the trained answer's own units, vocoded, ASR): WER "
-                f"{turn['wer_ceiling']:.2f}: {turn.get('reference_vocoded_transcript')!r}"
-            )
-        if turn.get("asr_unavailable"):
-            lines.append(f"no transcript: {turn['asr_unavailable']}")
     return "\n".join(lines)
+
+
+def _turn_lines(turn: dict) -> list[str]:
+    """The spoken test: one line per question, where to listen, the closed-loop figures."""
+    rows = turn.get("questions") or []
+    lines = [f"spoken test: {len(rows)} corpus questions by speech (greedy), answers by ASR"]
+    for i, r in enumerate(rows, start=1):
+        lines.append(
+            f"  q{i} [{r.get('emotion') or '?'}] WER {_fmt(r.get('wer_speech'), '.2f')} "
+            f"(vs own text {_fmt(r.get('wer_vocoded'), '.2f')}, speech-path ceiling "
+            f"{_fmt(r.get('wer_ceiling'), '.2f')}), TTFA {_fmt(r.get('ttfa_ms'), '.0f')} ms: "
+            f"{_short(r.get('transcript') or r.get('answer_text'))!r}"
+        )
+        lines.append(f"      listen: {r.get('answer_wav')}")
+    held = turn.get("held_out")
+    if held and held.get("error"):
+        lines.append(f"  held-out: not asked ({held['error']})")
+    elif held:
+        how = held.get("rendered_as", {})
+        lines.append(
+            f"  held-out (q1's words, voice {how.get('speaker')}, {how.get('emotion')}; no goal): "
+            f"WER {_fmt(held.get('wer_speech'), '.2f')}: {_short(held.get('transcript'))!r}"
+        )
+        lines.append(f"      listen: {held.get('answer_wav')}")
+    speech, goal = turn.get("wer_speech") or {}, turn.get("goal") or {}
+    if speech.get("median") is not None:
+        verdict = "met" if goal.get("met") else "missed"
+        lines.append(
+            f"closed-loop WER (ASR of the answers vs the trained answers): median "
+            f"{speech['median']:.2f}, max {speech['max']:.2f} (goal <= {goal.get('median_wer')} / "
+            f"<= {goal.get('max_wer')}: {verdict}); distinct answers "
+            f"{turn.get('distinct_answer_texts')} of {len(rows)}; TTFA median "
+            f"{_fmt((turn.get('ttfa_ms') or {}).get('median'), '.0f')} ms"
+        )
+    elif turn.get("asr_unavailable"):
+        lines.append(f"no transcripts: {turn['asr_unavailable']}")
+    return lines
+
+
+def _short(text: object, n: int = 70) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= n else text[: n - 3] + "..."

@@ -121,7 +121,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     t_step = time.perf_counter()
     while step < train.max_steps:
         batches_in_epoch = 0
-        for index, batch in enumerate(iter_micro_batches(shard, train.micro_batch_size)):
+        epoch_batches = iter_micro_batches(
+            shard, train.micro_batch_size, epoch=epoch, seed=train.seed, drop_last=world > 1
+        )
+        for index, batch in enumerate(epoch_batches):
             batches_in_epoch = index + 1
             if index < batch_in_epoch:
                 continue  # consumed before the checkpoint this run resumed from
