@@ -29,8 +29,10 @@ serve: setup
 	@test -f $(MODEL)/config.json || { echo "make serve: no model at $(MODEL): run make demo first (or MODEL=DIR)"; exit 1; }
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/opens2s serve --config $(CONFIG) --model-dir $(MODEL)
 
+# Every bench, medians of 3 runs, against bench/goals.yaml; non-zero exit on a miss.
+# BENCH_ARGS="--only decode,train" runs some; "--markdown docs/benchmarks.md" rewrites its table.
 bench: setup
-	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs artifacts .pytest_cache .ruff_cache
