@@ -134,9 +134,11 @@ def test_pipeline_leaves_corpus_summary_loss_plot_model_answer_wav_and_ttfa(loca
         # The trained answer's own units, vocoded: what the speech path alone loses.
         assert 0.0 <= result["wer_ceiling"] < 1.0
         assert Path(m.steps["turn"].outputs["reference_vocoded"]).is_file()
-    for step in ("corpus", "export", "turn"):
+    for step in ("corpus", "export"):
         for uri in m.steps[step].outputs.values():
             assert uri in summary, (step, uri)
+    for key in ("result", "answers"):  # the turn's folder and summary; its answers listed above
+        assert m.steps["turn"].outputs[key] in summary, key
 
 
 def test_address_run_through_the_jobs_api_gives_the_same_outputs(local_run, ray_head, tmp_path):
