@@ -1,5 +1,7 @@
 """A worker process that dies mid-batch (os._exit, as a segfault or OOM kill would) loses only
-its block: the job finishes, the block's samples are quarantined as lost, other shards are kept."""
+the sample that kills it: the job finishes, blocks that died beside it (queued on the same actor)
+are rerun one sample at a time by the salvage pass, the killer is quarantined as lost, the rest is
+kept."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from opens2s.data.pipeline import (
     apply_stages,
     commit_shards,
     configure_ray_data,
+    salvage_samples,
 )
 from opens2s.data.sample import sample_id
 from opens2s.data.scenarios import resolve_scenario_settings
@@ -49,16 +52,17 @@ def test_a_crashed_worker_loses_only_its_block_and_its_samples_are_quarantined(
         StageSpec("writer", write_template_scripts, {"settings": scen}, batch_size=1),
         StageSpec("crashy", die_on_one_sample, batch_size=1),
     ]
-    ds = apply_stages(
-        ds,
-        stages,
-        workers=1,
-        cpus_per_worker=0.25,
-        worker_retries=1,
-        scenario=ScenarioStep(scen, shard_size=3),
-    )
+    run = {"workers": 1, "cpus_per_worker": 0.25, "worker_retries": 1}
+    step = ScenarioStep(scen, shard_size=3)
+    ds = apply_stages(ds, stages, **run, scenario=step)
     root = str(tmp_path / "corpus")
-    commit_shards(_samples_of(ds), root, {0: [0, 1, 2], 1: [3, 4, 5]}, scen)
+    salvaged: list[list[int]] = []
+
+    def salvage(missing):
+        salvaged.append(missing)
+        return salvage_samples(missing, stages, **run, scenario=step)
+
+    commit_shards(_samples_of(ds), root, {0: [0, 1, 2], 1: [3, 4, 5]}, scen, salvage=salvage)
 
     assert output.completed_shards(root) == {0, 1}
     kept = [
@@ -70,3 +74,4 @@ def test_a_crashed_worker_loses_only_its_block_and_its_samples_are_quarantined(
     assert sorted(kept) == sorted(sample_id(0, i) for i in range(6) if i != CRASH_INDEX)
     assert [(q["id"], q["stage"]) for q in lost] == [(sample_id(0, CRASH_INDEX), "worker")]
     assert lost[0]["reason"].startswith("lost:")
+    assert len(salvaged) == 1 and CRASH_INDEX in salvaged[0]

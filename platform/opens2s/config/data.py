@@ -138,9 +138,9 @@ class DataSection(BaseModel):
     on a cluster with real cores to spare."""
     worker_retries: int = Field(2, ge=0)
     """Times a batch is retried after its worker (actor) process dies, before it counts as failed.
-    An actor keeps two batches queued: a batch queued beside one that kills its actor also
-    fails that attempt and uses a retry (it is rerun on the restarted actor), so a batch that
-    crashes every time can, rarely, take a neighbour to the quarantine with it ("lost")."""
+    An actor holds four batches (one running, three queued): a batch queued beside one that kills
+    its actor fails with it. The samples of every failed batch are then rerun one per batch (the
+    salvage pass), so only the sample that kills its worker is quarantined as lost."""
     max_failed_blocks: int = Field(8, ge=0)
     """Ray Data blocks that may fail (a worker crash) before the job stops; their dialogues are
     quarantined as lost."""

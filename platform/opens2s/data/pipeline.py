@@ -140,6 +140,14 @@ def _alone(spec: StageSpec) -> bool:
     return bool(spec.holds_model or spec.num_gpus or getattr(spec.fn, "applies_to_dataset", False))
 
 
+IN_FLIGHT_PER_ACTOR = 4
+"""Blocks an actor holds at once (one running, the rest queued): with one, each actor idled
+between blocks while the next was dispatched and 2 workers ran only ~1.16x one; with 2, 1.76x;
+with 4 (Ray Data's default), 1.83x (bench/corpus.py, medians of 3). A queued block dies with a
+crashing neighbour; the salvage pass (:func:`salvage_samples`) reruns such blocks' samples one
+by one, so a crash still loses only the sample that causes it."""
+
+
 def apply_stages(
     ds,
     stages: Iterable[StageSpec],
@@ -147,13 +155,18 @@ def apply_stages(
     cpus_per_worker: float,
     worker_retries: int,
     scenario: ScenarioStep | None = None,
+    *,
+    isolate: bool = False,
 ):
     """Compose stages on a Ray Dataset of sample rows (the pipeline is only this composition).
 
     With ``scenario``, ``ds`` holds sample indices and the first chain makes the scenarios. Each
     chain (see :func:`_chains`) runs on an actor pool of ``workers`` actors, each asking for
-    ``num_cpus * cpus_per_worker`` logical CPUs (and the stage's GPUs)."""
+    ``num_cpus * cpus_per_worker`` logical CPUs (and the stage's GPUs). ``isolate`` runs one
+    sample per batch and one batch per actor at a time (the salvage pass)."""
     import ray.data
+
+    in_flight = 1 if isolate else IN_FLIGHT_PER_ACTOR
 
     for chain in _chains(stages):
         head = chain[0]
@@ -169,10 +182,10 @@ def apply_stages(
         ds = ds.map_batches(
             StageChainWorker,
             fn_constructor_kwargs={"specs": chain, "scenario": scenario},
-            # One block in flight per actor: a worker process that dies then takes down only the
-            # block it was running, not a prefetched neighbour queued on the same actor.
-            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
-            batch_size=min(spec.batch_size for spec in chain),
+            compute=ray.data.ActorPoolStrategy(
+                size=workers, max_tasks_in_flight_per_actor=in_flight
+            ),
+            batch_size=1 if isolate else min(spec.batch_size for spec in chain),
             batch_format="numpy",
             num_cpus=max(spec.num_cpus for spec in chain) * cpus_per_worker,
             # A batch whose actor dies is retried this often, then its block fails (and its
@@ -407,6 +420,25 @@ def ensure_assistant_embedding(cfg: PlatformConfig, root: str, log: Log) -> str:
     return output.ASSISTANT_EMBEDDING
 
 
+def salvage_samples(
+    indices: list[int],
+    stages: list[StageSpec],
+    workers: int,
+    cpus_per_worker: float,
+    worker_retries: int,
+    scenario: ScenarioStep,
+) -> Iterable[Sample]:
+    """Rerun the samples of failed blocks one per block, one block per actor at a time: a sample
+    that only shared an actor with a crashing one comes back; the crashing one fails alone."""
+    import ray.data
+
+    ds = ray.data.from_items([{"index": i} for i in indices], override_num_blocks=len(indices))
+    ds = apply_stages(
+        ds, stages, workers, cpus_per_worker, worker_retries, scenario=scenario, isolate=True
+    )
+    return _samples_of(ds)
+
+
 def commit_shards(
     samples: Iterable[Sample],
     root: str,
@@ -414,10 +446,12 @@ def commit_shards(
     scen,
     log: Log = print,
     assistant_spk_emb: str = "",
+    salvage: Callable[[list[int]], Iterable[Sample]] | None = None,
 ) -> None:
     """Gather finished samples per shard and commit each shard as soon as all of its samples
-    (``expected``: shard -> sample indices) are back; at the end, shards missing samples (their
-    Ray Data block failed: a crashed worker) are committed with those samples quarantined."""
+    (``expected``: shard -> sample indices) are back. Samples missing at the end (their Ray Data
+    block failed: a crashed worker) are rerun through ``salvage`` when given; shards are then
+    committed with the samples still missing quarantined as lost."""
     start = time.perf_counter()
     buffers: dict[int, dict[str, Sample]] = {s: {} for s in expected}
     committed = 0
@@ -436,6 +470,22 @@ def commit_shards(
                 f"{time.perf_counter() - start:.1f} s)"
             )
             del buffers[sample.shard]
+    missing = [
+        i
+        for shard_no, got in buffers.items()
+        for i in expected[shard_no]
+        if sample_id(scen.seed, i) not in got
+    ]
+    if missing and salvage is not None:
+        back = 0
+        for sample in salvage(sorted(missing)):
+            if sample.shard in buffers:
+                buffers[sample.shard][sample.id] = sample
+                back += 1
+        log(
+            f"[corpus] {len(missing)} samples of failed blocks rerun one by one: {back} back, "
+            f"{len(missing) - back} lost"
+        )
     for shard_no, got in sorted(buffers.items()):
         lost = 0
         for i in expected[shard_no]:
@@ -488,15 +538,14 @@ def build_corpus(cfg: PlatformConfig, *, log: Log = print) -> dict[str, Any]:
             [{"index": i} for i in indices],
             override_num_blocks=max(1, math.ceil(len(indices) / d.render.batch_size)),
         )
-        ds = apply_stages(
-            ds,
-            corpus_stages(cfg, scen, root, tokenizer_uri),
-            d.workers,
-            d.cpus_per_worker,
-            d.worker_retries,
-            scenario=ScenarioStep(scen, size),
-        )
-        commit_shards(_samples_of(ds), root, expected, scen, log, spk_emb)
+        stages = corpus_stages(cfg, scen, root, tokenizer_uri)
+        run = (d.workers, d.cpus_per_worker, d.worker_retries)
+        ds = apply_stages(ds, stages, *run, scenario=ScenarioStep(scen, size))
+
+        def salvage(missing: list[int]) -> Iterable[Sample]:
+            return salvage_samples(missing, stages, *run, ScenarioStep(scen, size))
+
+        commit_shards(_samples_of(ds), root, expected, scen, log, spk_emb, salvage)
     manifest, quarantine = output.merge_parts(root)
     result = summary.summarize(
         root,
