@@ -226,3 +226,19 @@ def test_export_then_load_is_bit_exact_in_the_same_layout(released, tmp_path):
     assert ours.eos_token_id == theirs.eos_token_id
     assert tok2.get_vocab() == tokenizer.get_vocab()
     assert tok2.chat_template == tokenizer.chat_template
+
+
+def test_the_training_data_pipeline_encodes_with_the_release_unit_ids(released, tmp_path):
+    """What a Ray training stage starting from a released directory encodes records with."""
+    from opens2s.config import AudioSection, ModelSection
+    from opens2s.train.model_source import config_and_tokenizer
+
+    config, tokenizer = config_and_tokenizer(
+        ModelSection(checkpoint=str(released.path)), AudioSection()
+    )
+    assert config.units_bias == released.units_bias
+    assert config.tts_eos_token_id == released.tts_eos_id
+    record = parse_record(_record(tmp_path, [1, 2]), unit_vocab_size=config.unit_vocab_size)
+    sample = RecordEncoder(tokenizer, config, tmp_path).encode(record)
+    bias, eos = released.units_bias, released.tts_eos_id
+    assert sample["speech_units"][0].tolist() == [bias + 1, bias + 2, eos]

@@ -152,12 +152,10 @@ class UnitVocabulary:
         ).save_pretrained(str(path))
 
 
-def load_model_dir(
-    path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
-) -> tuple[OpenS2SModel, PreTrainedTokenizerFast]:
-    """Load a released or exported model directory strictly (see the module docstring)."""
+def read_config_and_tokenizer(path: str | Path) -> tuple[OpenS2SConfig, PreTrainedTokenizerFast]:
+    """The config of a model directory with the unit ids of its ``tts/`` folder and the audio
+    placeholder id of its tokenizer applied, and that tokenizer (no weights are read)."""
     path = Path(path)
-    _check_files(path)
     config_dict = _read_json(path / "config.json")
     if (path / TTS_DIR).is_dir():
         # The tts/ folder, not config.json, says where the units are (a released config.json
@@ -170,6 +168,16 @@ def load_model_dir(
         raise ValueError(f"{path / 'config.json'}: not a valid OpenS2S config ({e})") from e
     tokenizer = load_tokenizer(path)
     config.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
+    return config, tokenizer
+
+
+def load_model_dir(
+    path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> tuple[OpenS2SModel, PreTrainedTokenizerFast]:
+    """Load a released or exported model directory strictly (see the module docstring)."""
+    path = Path(path)
+    _check_files(path)
+    config, tokenizer = read_config_and_tokenizer(path)
     _check_feature_extractor(path, config)
     model, info = OpenS2SModel.from_pretrained(
         str(path),

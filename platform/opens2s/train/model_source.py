@@ -32,11 +32,13 @@ def build_initial_model(section: ModelSection, audio: AudioSection) -> tuple[Any
 
 def config_and_tokenizer(section: ModelSection, audio: AudioSection) -> tuple[Any, Any]:
     """(OpenS2SConfig, tokenizer) of the model, without building its weights."""
-    from opens2s.model import OpenS2SConfig, build_tokenizer
+    from opens2s.model import build_tokenizer
+    from opens2s.model.layout import read_config_and_tokenizer
     from opens2s.model.presets import preset_config
-    from opens2s.model.tokenizer import load_tokenizer
 
     section = _local_checkpoint(section)
     if section.checkpoint:
-        return OpenS2SConfig.from_pretrained(section.checkpoint), load_tokenizer(section.checkpoint)
+        # The released layout's unit ids (tts/), as load_model applies them: records with
+        # <|audio_N|> become the release's TTS ids.
+        return read_config_and_tokenizer(section.checkpoint)
     return preset_config(section.preset, section, audio), build_tokenizer(section.preset)
