@@ -7,8 +7,8 @@ a float16 memory-mapped scratch file and each Lloyd pass reads it in batches, ke
 K x D running sums in memory. The codebook is saved as ``.npz`` (``allow_pickle=False``) or
 ``.safetensors``; nothing is pickled.
 
-:class:`GLM4VoiceTokenizer` is the slot for the GLM-4-Voice tokenizer (16,384 units at 12.5/s)
-from a local directory, for GPU machines.
+:class:`GLM4VoiceTokenizer` (:mod:`opens2s.audio.glm4voice_tokenizer`) is the GLM-4-Voice tokenizer
+(16,384 units at 12.5/s) from a local directory.
 """
 
 from __future__ import annotations
@@ -437,78 +437,11 @@ def _kmeans_pp(x: torch.Tensor, k: int, rng: np.random.Generator) -> torch.Tenso
     return cents
 
 
-# ---------------------------------------------------------------------------------------------
-# GLM-4-Voice tokenizer (GPU slot)
-
-
-class GLM4VoiceTokenizer:
-    """Slot for the GLM-4-Voice speech tokenizer (Whisper encoder + VQ, 16,384 units, 12.5/s).
-
-    ``model_dir`` is a local copy of ``THUDM/glm-4-voice-tokenizer`` (``config.json``,
-    ``preprocessor_config.json``, weights). Its model class lives in the GLM-4-Voice repository
-    (``speech_tokenizer.modeling_whisper.WhisperVQEncoder``), which must be importable.
-    """
-
-    unit_rate = 12.5
-    codebook_size = 16384
-    sample_rate = 16000
-
-    def __init__(self, model_dir: str | Path, device: str = "cuda") -> None:
-        self.model_dir = Path(model_dir)
-        if not self.model_dir.is_dir():
-            raise UnitError(str(self.model_dir), "GLM-4-Voice tokenizer directory does not exist")
-        missing = [
-            f
-            for f in ("config.json", "preprocessor_config.json")
-            if not (self.model_dir / f).is_file()
-        ]
-        if not any(self.model_dir.glob("*.safetensors")) and not any(self.model_dir.glob("*.bin")):
-            missing.append("model weights (*.safetensors or *.bin)")
-        if missing:
-            raise UnitError(
-                str(self.model_dir), f"not a GLM-4-Voice tokenizer directory: missing {missing}"
-            )
-        try:
-            from speech_tokenizer.modeling_whisper import WhisperVQEncoder
-            from speech_tokenizer.utils import extract_speech_token
-        except ImportError as e:
-            raise UnitError(
-                "speech_tokenizer",
-                f"GLM-4-Voice's speech_tokenizer package is not importable ({e}); "
-                "put the THUDM/GLM-4-Voice repository on PYTHONPATH",
-            ) from e
-        from transformers import WhisperFeatureExtractor
-
-        self._extract = extract_speech_token
-        self._model = WhisperVQEncoder.from_pretrained(str(self.model_dir)).eval().to(device)
-        self._features = WhisperFeatureExtractor.from_pretrained(str(self.model_dir))
-
-    def encode(self, wave: np.ndarray, sr: int) -> np.ndarray:
-        """Unit ids of a mono wave (12.5 per second)."""
-        x = torch.from_numpy(resample(np.asarray(wave, np.float32), sr, 16000))
-        tokens = self._extract(self._model, self._features, [(x, 16000)])[0]
-        return np.asarray(tokens, dtype=np.int64)
-
-    def save(self, path: str | Path) -> Path:
-        """Write a small JSON pointer to the model directory (the weights stay where they are)."""
-        path = Path(path)
-        path.write_text(json.dumps({"kind": "glm4voice", "model_dir": str(self.model_dir)}))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> GLM4VoiceTokenizer:
-        """Open the tokenizer a pointer file (or a model directory) names."""
-        path = Path(path)
-        if path.is_dir():
-            return cls(path)
-        return cls(json.loads(path.read_text())["model_dir"])
-
-
 def load_unit_tokenizer(path: str | Path) -> UnitTokenizer:
     """Open a saved tokenizer: a k-means codebook (.npz/.safetensors) or a GLM-4-Voice pointer/dir."""
     path = Path(path)
     if path.is_dir() or path.suffix == ".json":
-        return GLM4VoiceTokenizer.load(path)
+        return GLM4VoiceUnits.load(path)
     return MelKMeansUnits.load(path)
 
 
@@ -520,10 +453,16 @@ def build_unit_tokenizer(cfg: AudioSection | None = None) -> UnitTokenizer:
             raise UnitError(
                 "audio.glm4voice_tokenizer_path", "unit_tokenizer is glm4voice but no path is set"
             )
-        return GLM4VoiceTokenizer(cfg.glm4voice_tokenizer_path)
+        return GLM4VoiceUnits(cfg.glm4voice_tokenizer_path)
     return MelKMeansUnits(
         cfg.codebook_size,
         cfg.unit_rate,
         SpeechMelSpec(n_mels=cfg.unit_n_mels),
         decoder_steps=cfg.unit_decoder_steps,
     )
+
+
+# GLM-4-Voice's tokenizer lives in its own module, which needs UnitError from this one
+from opens2s.audio.glm4voice_tokenizer import GLM4VoiceUnits  # noqa: E402
+
+GLM4VoiceTokenizer = GLM4VoiceUnits

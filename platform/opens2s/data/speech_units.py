@@ -57,21 +57,43 @@ class AssistantUnitEncoder:
         self.tokenizer = load_tokenizer_from(tokenizer_uri)
 
     def __call__(self, samples: list[Sample]) -> list[Sample]:
-        """Set ``turn.units`` of every assistant turn of live samples."""
-        for s in samples:
+        """Set ``turn.units`` of every assistant turn of live samples (one batched call when the
+        tokenizer has ``encode_batch``, as the GLM-4-Voice tokenizer does)."""
+        live = [s for s in samples if s.ok]
+        turns = [(s, i) for s in live for i, t in enumerate(s.turns) if t.role == "assistant"]
+        batch = getattr(self.tokenizer, "encode_batch", None)
+        if batch is not None and turns:
+            try:
+                encoded = batch([(s.waves[i], s.sample_rate) for s, i in turns])
+            except Exception:  # one bad wave must not drop the batch: fall back to one by one
+                encoded = None
+            if encoded is not None:
+                for (s, i), units in zip(turns, encoded, strict=True):
+                    self._set(s, i, units)
+                return samples
+        for s, i in turns:
             if not s.ok:
                 continue
             try:
-                for i, turn in enumerate(s.turns):
-                    if turn.role != "assistant":
-                        continue
-                    units = np.asarray(self.tokenizer.encode(s.waves[i], s.sample_rate))
-                    if units.size == 0:
-                        raise ValueError(f"turn {i} gave no units ({turn.seconds:.2f} s of audio)")
-                    turn.units = [int(u) for u in units]
+                units = self.tokenizer.encode(s.waves[i], s.sample_rate)
             except Exception as e:
                 s.drop(STAGE, f"unit encoding failed: {type(e).__name__}: {e}")
+                continue
+            self._set(s, i, units)
         return samples
+
+    @staticmethod
+    def _set(s: Sample, i: int, units) -> None:
+        if not s.ok:
+            return
+        units = np.asarray(units)
+        if units.size == 0:
+            s.drop(
+                STAGE,
+                f"unit encoding failed: turn {i} gave no units ({s.turns[i].seconds:.2f} s of audio)",
+            )
+            return
+        s.turns[i].units = [int(u) for u in units]
 
 
 ASSISTANT_EMBEDDING_TEXTS = (
