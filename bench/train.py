@@ -4,7 +4,7 @@ Same Ray cluster, same corpus (a synthetic toy corpus), same 2 workers, same mic
 same AdamW + warmup/decay. Reports the median optimizer-step time after warm-up, samples/s and the
 peak resident memory per worker. The last line of output is one JSON object.
 
-    python bench/train.py [--steps 12] [--workers 2]
+    python bench/train.py [--steps 30] [--workers 2]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ _PLATFORM = Path(__file__).resolve().parents[1] / "platform"
 if str(_PLATFORM) not in sys.path:
     sys.path.insert(0, str(_PLATFORM))
 
-WARMUP_STEPS = 2
+WARMUP_STEPS = 5
 
 
 def ddp_loop_per_worker(config: dict) -> None:
@@ -157,7 +157,7 @@ def summarize(timed: list[dict]) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--rounds",
