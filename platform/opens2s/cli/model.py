@@ -136,7 +136,7 @@ def chat(
     typer.echo("")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    vocoded = _vocode(checkpoint, units, out, glm4voice_decoder)
+    vocoded = _vocode(checkpoint, units, out, glm4voice_decoder, device)
     if not vocoded:
         side = out.with_suffix(".units.json")
         side.write_text(json.dumps({"text": text, "units": units, "reason": reason}))
@@ -149,7 +149,11 @@ def chat(
 
 
 def _vocode(
-    checkpoint: Path | None, units: list[int], out: Path, glm4voice_decoder: Path | None
+    checkpoint: Path | None,
+    units: list[int],
+    out: Path,
+    glm4voice_decoder: Path | None,
+    device: str = "cpu",
 ) -> bool:
     """Write ``units`` as audio with the GLM-4-Voice decoder or the model dir's unit tokenizer;
     False when there is neither."""
@@ -158,7 +162,7 @@ def _vocode(
     if glm4voice_decoder is not None:
         from opens2s.audio.vocoder import GLM4VoiceDecoder
 
-        vocoder = GLM4VoiceDecoder(glm4voice_decoder)
+        vocoder = GLM4VoiceDecoder(glm4voice_decoder, device=device)
         write_audio(out, vocoder.decode(units), vocoder.sample_rate)
         return True
     if checkpoint is None or not (checkpoint / "units" / "tokenizer.npz").is_file():
