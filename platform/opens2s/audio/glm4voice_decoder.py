@@ -33,6 +33,7 @@ import yaml
 
 from opens2s.audio.glm4voice_flow import FlowConfig, MaskedDiffWithXvec
 from opens2s.audio.glm4voice_hift import HiftConfig, HiFTGenerator
+from opens2s.audio.units import UnitError
 
 REQUIRED_FILES = ("config.yaml", "flow.pt", "hift.pt")
 NATIVE_RATE = 22050
@@ -42,8 +43,12 @@ OVERLAP_UNITS = 5  # upstream token_overlap_len
 MEL_CACHE_FRAMES = 1  # upstream mel_cache_len
 
 
-class DecoderLoadError(ValueError):
+class DecoderLoadError(UnitError):
     """A decoder directory that cannot be read: names the file or tensor and what is wrong."""
+
+    def __init__(self, message: str) -> None:
+        source, _, problem = message.partition(": ")
+        super().__init__(source, problem or message)
 
 
 # ---------------------------------------------------------------------------------------------

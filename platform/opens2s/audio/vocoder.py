@@ -16,7 +16,9 @@ leaves sooner). The first block may run fewer Griffin-Lim iterations
 (``first_block_iters``): it is what the listener waits for, and its held-back tail is rendered
 again, at full iterations, by the next block.
 
-:class:`GLM4VoiceDecoder` is the slot for GLM-4-Voice's flow-matching + HiFT decoder (GPU).
+:class:`GLM4VoiceDecoder` (:mod:`opens2s.audio.glm4voice_decoder`) is GLM-4-Voice's flow-matching +
+HiFT decoder from a local directory, streamed by :class:`GLM4VoiceStream` under the same contract.
+:func:`vocoder_from_config` picks the vocoder an ``audio`` section describes.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
 from opens2s.audio.features import SpeechMelSpec, mel_filters
+from opens2s.audio.glm4voice_decoder import GLM4VoiceDecoder, GLM4VoiceStream
 from opens2s.audio.units import GLM4VoiceTokenizer, MelKMeansUnits, UnitError, UnitTokenizer
 from opens2s.config.audio import AudioSection
 
@@ -312,81 +314,46 @@ class GriffinLimStream:
         return body[:split]
 
 
-# ---------------------------------------------------------------------------------------------
-# GLM-4-Voice decoder (GPU slot)
-
-
-class GLM4VoiceDecoder:
-    """Slot for GLM-4-Voice's decoder (flow matching + HiFT, 22,050 Hz) from a local directory.
-
-    ``model_dir`` is a local copy of ``THUDM/glm-4-voice-decoder`` (``config.yaml``, ``flow.pt``,
-    ``hift.pt``); the ``flow_inference.AudioDecoder`` class of the GLM-4-Voice repository (with
-    its CosyVoice / Matcha-TTS dependencies) must be importable.
-    """
-
-    sample_rate = 22050
-    REQUIRED_FILES = ("config.yaml", "flow.pt", "hift.pt")
-
-    def __init__(self, model_dir: str | Path, device: str = "cuda") -> None:
-        model_dir = Path(model_dir)
-        if not model_dir.is_dir():
-            raise UnitError(str(model_dir), "GLM-4-Voice decoder directory does not exist")
-        missing = [f for f in self.REQUIRED_FILES if not (model_dir / f).is_file()]
-        if missing:
-            raise UnitError(
-                str(model_dir), f"not a GLM-4-Voice decoder directory: missing {missing}"
-            )
-        try:
-            from flow_inference import AudioDecoder
-        except ImportError as e:
-            raise UnitError(
-                "flow_inference",
-                f"GLM-4-Voice's flow_inference module is not importable ({e}); "
-                "put the THUDM/GLM-4-Voice repository on PYTHONPATH",
-            ) from e
-        self._device = device
-        self._decoder = AudioDecoder(
-            config_path=str(model_dir / "config.yaml"),
-            flow_ckpt_path=str(model_dir / "flow.pt"),
-            hift_ckpt_path=str(model_dir / "hift.pt"),
-            device=device,
-        )
-
-    def decode(self, units: Sequence[int]) -> np.ndarray:
-        """The wave of a whole unit sequence."""
-        import uuid
-
-        tokens = torch.tensor([list(units)], dtype=torch.long, device=self._device)
-        prompt_tok = torch.zeros(1, 0, dtype=torch.long, device=self._device)
-        prompt_feat = torch.zeros(1, 0, 80, device=self._device)
-        wave, _ = self._decoder.token2wav(
-            tokens,
-            uuid=str(uuid.uuid4()),
-            prompt_token=prompt_tok,
-            prompt_feat=prompt_feat,
-            finalize=True,
-        )
-        return wave.squeeze().float().cpu().numpy()
-
-    def stream(self) -> VocoderStream:
-        """Not offered: GLM-4-Voice streams by re-decoding growing prefixes in its own server."""
-        raise UnitError(
-            "GLM4VoiceDecoder", "streaming is not implemented for this slot; use decode()"
-        )
-
-
 def vocoder_for(tokenizer: UnitTokenizer, cfg: AudioSection | None = None) -> Vocoder:
     """The vocoder that inverts ``tokenizer``'s units (Griffin-Lim for k-means, GLM-4-Voice's own)."""
     cfg = cfg or _DEFAULTS
     if isinstance(tokenizer, MelKMeansUnits):
         return GriffinLimVocoder.from_config(tokenizer, cfg)
     if isinstance(tokenizer, GLM4VoiceTokenizer):
-        if not cfg.glm4voice_decoder_path:
-            raise UnitError(
-                "audio.glm4voice_decoder_path", "GLM-4-Voice units need its decoder path"
-            )
-        return GLM4VoiceDecoder(cfg.glm4voice_decoder_path)
+        return vocoder_from_config(cfg)
     raise UnitError(type(tokenizer).__name__, "no vocoder known for this tokenizer")
+
+
+def vocoder_from_config(
+    cfg: AudioSection,
+    *,
+    unit_tokenizer: UnitTokenizer | None = None,
+    sample_rate: int | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    block_schedule: Sequence[int] | None = None,
+    **overrides: int,
+) -> Vocoder:
+    """The vocoder an ``audio`` section describes: GLM-4-Voice's decoder when
+    ``glm4voice_decoder_path`` is set and no k-means tokenizer is given, else Griffin-Lim over
+    ``unit_tokenizer``'s centroids. Output at ``sample_rate`` (default ``cfg.sample_rate``, the
+    API's 16 kHz; 22,050 is the decoder's own). ``block_schedule`` (units per streamed block,
+    the last size repeating) replaces GLM-4-Voice's default growing schedule; ``overrides`` go to
+    the Griffin-Lim vocoder."""
+    if isinstance(unit_tokenizer, MelKMeansUnits):
+        return GriffinLimVocoder.from_config(unit_tokenizer, cfg, **overrides)
+    if cfg.glm4voice_decoder_path:
+        return GLM4VoiceDecoder(
+            cfg.glm4voice_decoder_path,
+            sample_rate=sample_rate or cfg.sample_rate,
+            device=device,
+            dtype=dtype,
+            **({"block_schedule": tuple(block_schedule)} if block_schedule else {}),
+        )
+    raise UnitError(
+        "audio.glm4voice_decoder_path",
+        "no vocoder: set it to a glm-4-voice-decoder directory or give a k-means unit tokenizer",
+    )
 
 
 def describe(vocoder: Vocoder) -> str:
@@ -404,4 +371,25 @@ def describe(vocoder: Vocoder) -> str:
                 "first_overlap_units": vocoder.first_overlap_units,
             }
         )
+    if isinstance(vocoder, GLM4VoiceDecoder):
+        return json.dumps(
+            {
+                "kind": "glm4voice",
+                "sample_rate": vocoder.sample_rate,
+                "block_schedule": list(vocoder.block_schedule),
+                "overlap_units": vocoder.overlap_units,
+                "n_timesteps": vocoder.flow_cfg.n_timesteps,
+            }
+        )
     return json.dumps({"kind": type(vocoder).__name__})
+
+
+__all__ = [
+    "GLM4VoiceDecoder",
+    "GLM4VoiceStream",
+    "GriffinLimStream",
+    "GriffinLimVocoder",
+    "describe",
+    "vocoder_for",
+    "vocoder_from_config",
+]

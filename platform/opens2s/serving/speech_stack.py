@@ -71,9 +71,12 @@ class SpeechStack:
         if key not in self._vocoders:
             a = self.audio_cfg
             if self.unit_tokenizer is None:  # GLM-4-Voice units: its flow + HiFT decoder
-                from opens2s.audio.vocoder import GLM4VoiceDecoder
+                from opens2s.audio.vocoder import vocoder_from_config
 
-                self._vocoders[key] = GLM4VoiceDecoder(a.glm4voice_decoder_path)
+                model = getattr(self.decoder, "model", None)
+                device = str(next(model.parameters()).device) if model is not None else "cpu"
+                fixed = (max(blocks.fixed_units, 10),) if blocks.schedule == "fixed" else None
+                self._vocoders[key] = vocoder_from_config(a, device=device, block_schedule=fixed)
             elif isinstance(self.unit_tokenizer, MelKMeansUnits):
                 if blocks.schedule == "fixed":  # the OpenS2S baseline: every block alike
                     n = blocks.fixed_units
