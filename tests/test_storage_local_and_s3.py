@@ -101,3 +101,24 @@ def test_s3_uri_without_bucket_is_rejected_with_the_uri_named() -> None:
     with pytest.raises(storage.StorageError, match="s3://"):
         storage.split_s3("s3:///key")
     assert storage.join("s3://b/p/", "x", "y.txt") == "s3://b/p/x/y.txt"
+
+
+@pytest.mark.parametrize("key", ["runs/m/../../escaped.txt", "runs/m/a/../../../escaped.txt"])
+def test_copy_to_local_refuses_s3_keys_that_climb_out_of_the_destination(
+    s3_bucket: str, tmp_path: Path, key: str
+) -> None:
+    client = storage.s3_client()
+    client.put_object(Bucket=s3_bucket, Key="runs/m/ok.txt", Body=b"ok")
+    client.put_object(Bucket=s3_bucket, Key=key, Body=b"evil")
+    assert any(".." in k for k in storage.list_prefix(f"s3://{s3_bucket}/runs/m"))
+    dest = tmp_path / "deep" / "dest"
+    with pytest.raises(storage.StorageError, match=r"outside"):
+        storage.copy_to_local(f"s3://{s3_bucket}/runs/m", dest)
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_copy_to_local_refuses_an_absolute_looking_key(s3_bucket: str, tmp_path: Path) -> None:
+    storage.s3_client().put_object(Bucket=s3_bucket, Key="runs/m//etc/evil.txt", Body=b"x")
+    with pytest.raises(storage.StorageError, match=r"'/etc/evil.txt'"):
+        storage.copy_to_local(f"s3://{s3_bucket}/runs/m", tmp_path / "dest")
+    assert not list(tmp_path.rglob("evil.txt"))

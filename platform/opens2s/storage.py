@@ -274,15 +274,30 @@ def copy_to_local(uri: str | Path, dir: str | Path) -> Path:
     if not objects:
         if not key:
             raise FileNotFoundError(f"{uri} holds no objects")
-        target = dest / key.rsplit("/", 1)[-1]
+        target = _confined(dest, key.rsplit("/", 1)[-1], uri)
         target.write_bytes(read_bytes(uri))  # raises FileNotFoundError when missing
         return target
     base = f"{S3_SCHEME}{bucket}/{key}/" if key else f"{S3_SCHEME}{bucket}/"
     for obj in objects:
-        target = dest / obj[len(base) :]
+        target = _confined(dest, obj[len(base) :], obj)
         target.parent.mkdir(parents=True, exist_ok=True)
         s3_client().download_file(bucket, obj[len(S3_SCHEME) + len(bucket) + 1 :], str(target))
     return dest
+
+
+def _confined(dest: Path, rel: str, uri: str) -> Path:
+    """``dest / rel``, refusing keys that would land outside ``dest``: object keys are any
+    string, and one holding ``../`` or a leading ``/`` must not write elsewhere on the disk."""
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("..", ".") for p in parts) or not parts[-1]:
+        raise StorageError(
+            f"{uri!r}: key part {rel!r} would be copied outside {dest} (absolute, '.' or '..' "
+            "segments); only plain relative keys like 'audio/s1/a.wav' can be copied"
+        )
+    target = dest / rel
+    if not target.resolve().is_relative_to(dest.resolve()):
+        raise StorageError(f"{uri!r}: {target} resolves outside {dest} (a symlink in the way?)")
+    return target
 
 
 def upload_dir(dir: str | Path, uri: str | Path) -> list[str]:
