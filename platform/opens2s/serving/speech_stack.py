@@ -7,7 +7,11 @@ speaker embeddings by voice name, and the VAD the ingress runs per session.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +106,36 @@ def _model_dir(cfg: PlatformConfig) -> str | None:
     return cfg.serve.model_dir or cfg.model.checkpoint
 
 
+MODEL_CACHE_ROOT = Path(tempfile.gettempdir()) / "opens2s-serve-models"
+
+
+def model_cache_dir(src: str) -> Path:
+    """The local directory a remote model ``src`` is copied to: one per URI, so that files of
+    one model never mix with another's (``<temp>/opens2s-serve-models/<name>-<hash of URI>``)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", src.rstrip("/").rsplit("/", 1)[-1])[:64] or "model"
+    return MODEL_CACHE_ROOT / f"{name}-{hashlib.sha256(src.encode()).hexdigest()[:16]}"
+
+
+def model_cache_copy(src: str, copy_to_local: Any) -> Path:
+    """A fresh local copy of remote model ``src`` in :func:`model_cache_dir`: copied into a new
+    sibling first and swapped in, so no file of an earlier copy (or an earlier upload to the
+    same URI) stays behind and a failed copy leaves no half directory."""
+    target = model_cache_dir(src)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        copy_to_local(src, fresh)
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+        if target.exists():
+            target.rename(old)
+        fresh.rename(target)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
 def load_speech_stack(cfg: PlatformConfig) -> SpeechStack:
     """Build the replica's stack from the config (model dir, else preset), on ``model.device``
     in ``model.dtype``."""
@@ -117,11 +151,7 @@ def load_speech_stack(cfg: PlatformConfig) -> SpeechStack:
     tok_path: Path | None = None
     voices: dict[str, np.ndarray] = {}
     if src is not None:
-        local = (
-            Path(copy_to_local(src, Path("/tmp/opens2s-serve-models")))
-            if "://" in src
-            else Path(src)
-        )
+        local = model_cache_copy(src, copy_to_local) if "://" in src else Path(src)
         model, tokenizer = load_model(local, device=device, dtype=dtype)
         if (local / "units" / "tokenizer.npz").is_file():
             tok_path = local / "units" / "tokenizer.npz"
