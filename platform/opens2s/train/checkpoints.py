@@ -64,13 +64,71 @@ def save(
 
 
 def load(engine: Any, directory: Path) -> TrainState:
-    """Restore weights, optimizer, scheduler and the data position from ``directory``."""
+    """Restore weights, optimizer, scheduler and the data position from ``directory`` (checked
+    with :func:`verify` first)."""
+    verify(directory)
     path, client_state = engine.load_checkpoint(
         str(directory), tag=TAG, load_optimizer_states=True, load_lr_scheduler_states=True
     )
     if path is None or client_state is None:
         raise FileNotFoundError(f"{directory} holds no DeepSpeed checkpoint under tag {TAG!r}")
     return TrainState(**client_state["train_state"])
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded safely: a file is missing, truncated or
+    holds pickled objects outside :func:`safe_globals`."""
+
+    def __init__(self, directory: Path | str, reason: str) -> None:
+        super().__init__(f"checkpoint {directory} cannot be used: {reason}")
+        self.directory = str(directory)
+        self.reason = reason
+
+
+def safe_globals() -> list[Any]:
+    """The only Python classes a DeepSpeed checkpoint of ours may hold besides tensors and plain
+    containers (ZeRO optimizer shards pickle these); anything else is refused unread."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [ZeroStageEnum, fragment_address, LossScaler, DynamicLossScaler]
+
+
+def safe_load(path: Path | str, *, mmap: bool = False) -> Any:
+    """``torch.load`` that unpickles nothing but tensors, containers and :func:`safe_globals`:
+    a checkpoint comes from storage a user or a bucket can write, and pickle runs code."""
+    import torch
+
+    with torch.serialization.safe_globals(safe_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def verify(directory: Path | str) -> None:
+    """Check that every DeepSpeed file of checkpoint ``directory`` loads with :func:`safe_load`
+    (pickled data only; tensors are memory-mapped, not read). Raises
+    :class:`CorruptCheckpointError` naming the file.
+
+    DeepSpeed's own loaders (resume, ``zero_to_fp32``) unpickle with ``weights_only=False``;
+    a file that passed here holds only allow-listed globals, so loading it that way runs the
+    same constructors and nothing else.
+    """
+    directory = Path(directory)
+    try:
+        tag = read_meta(directory).get("tag")
+    except (OSError, ValueError) as e:
+        raise CorruptCheckpointError(directory, str(e)) from e
+    if tag != TAG:
+        raise CorruptCheckpointError(directory, f"{META_FILE} names tag {tag!r}, expected {TAG!r}")
+    files = sorted((directory / TAG).glob("*.pt"))
+    if not any(f.name.endswith("model_states.pt") for f in files):
+        raise CorruptCheckpointError(directory, f"no model states file under {TAG}/")
+    for f in files:
+        try:
+            safe_load(f, mmap=True)
+        except Exception as e:  # truncated zip, foreign pickle globals, not a torch file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CorruptCheckpointError(directory, f"{f.relative_to(directory)}: {first}") from e
 
 
 def read_meta(directory: Path) -> dict[str, Any]:

@@ -27,9 +27,10 @@ def full_state_dict(ckpt_dir: Path) -> dict[str, torch.Tensor]:
     """fp32 weights of the whole model, gathered from a checkpoint's DeepSpeed files."""
     meta = checkpoints.read_meta(ckpt_dir)
     tag = meta["tag"]
+    checkpoints.verify(ckpt_dir)  # zero_to_fp32 unpickles: only allow-listed globals get there
     if meta["zero_stage"] == 0:
         # Without ZeRO the model states file already holds the full module.
-        states = torch.load(ckpt_dir / tag / "mp_rank_00_model_states.pt", weights_only=False)
+        states = checkpoints.safe_load(ckpt_dir / tag / "mp_rank_00_model_states.pt")
         return {k: v.float() for k, v in states["module"].items()}
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
