@@ -441,6 +441,8 @@ def load_unit_tokenizer(path: str | Path) -> UnitTokenizer:
     """Open a saved tokenizer: a k-means codebook (.npz/.safetensors) or a GLM-4-Voice pointer/dir."""
     path = Path(path)
     if path.is_dir() or path.suffix == ".json":
+        from opens2s.audio.glm4voice_tokenizer import GLM4VoiceUnits
+
         return GLM4VoiceUnits.load(path)
     return MelKMeansUnits.load(path)
 
@@ -453,6 +455,8 @@ def build_unit_tokenizer(cfg: AudioSection | None = None) -> UnitTokenizer:
             raise UnitError(
                 "audio.glm4voice_tokenizer_path", "unit_tokenizer is glm4voice but no path is set"
             )
+        from opens2s.audio.glm4voice_tokenizer import GLM4VoiceUnits
+
         return GLM4VoiceUnits(cfg.glm4voice_tokenizer_path)
     return MelKMeansUnits(
         cfg.codebook_size,
@@ -462,7 +466,11 @@ def build_unit_tokenizer(cfg: AudioSection | None = None) -> UnitTokenizer:
     )
 
 
-# GLM-4-Voice's tokenizer lives in its own module, which needs UnitError from this one
-from opens2s.audio.glm4voice_tokenizer import GLM4VoiceUnits  # noqa: E402
+def __getattr__(name: str):
+    """``GLM4VoiceTokenizer`` / ``GLM4VoiceUnits`` live in :mod:`glm4voice_tokenizer`, which needs
+    ``UnitError`` from this module: resolved on first use, so either module may be imported first."""
+    if name in ("GLM4VoiceTokenizer", "GLM4VoiceUnits"):
+        from opens2s.audio.glm4voice_tokenizer import GLM4VoiceUnits
 
-GLM4VoiceTokenizer = GLM4VoiceUnits
+        return GLM4VoiceUnits
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
