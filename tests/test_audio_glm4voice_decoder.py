@@ -225,3 +225,12 @@ def test_push_after_flush_is_refused(dec):
     assert s.flush().size == 0
     with pytest.raises(ValueError, match="after flush"):
         s.push([1])
+
+
+def test_frame_count_is_upstreams_float32_truncation():
+    from opens2s.audio.glm4voice_flow import mel_frames
+
+    n = torch.arange(0, 4000, dtype=torch.int32)
+    upstream = (n / 12.5 * 22050 / 256).int()  # flow.inference's feat_len
+    assert [mel_frames(int(k)) for k in n] == upstream.tolist()
+    assert mel_frames(3392) == 23372  # exact arithmetic would give 23373

@@ -31,7 +31,7 @@ import soxr
 import torch
 import yaml
 
-from opens2s.audio.glm4voice_flow import FlowConfig, MaskedDiffWithXvec
+from opens2s.audio.glm4voice_flow import FlowConfig, MaskedDiffWithXvec, mel_frames
 from opens2s.audio.glm4voice_hift import HiftConfig, HiFTGenerator
 from opens2s.audio.units import UnitError
 
@@ -432,11 +432,10 @@ class GLM4VoiceStream:
         return out
 
 
-def samples_for(
-    n_units: int, frame_rate: float = 12.5, sr: int = NATIVE_RATE, hop: int = 256
-) -> int:
-    """Native samples a decode of ``n_units`` units gives (frames truncated, as upstream)."""
-    return int(n_units / frame_rate * sr / hop) * hop
+def samples_for(n_units: int, unit_rate: float = 12.5, hop: int = 256) -> int:
+    """Native samples a decode of ``n_units`` units gives: its mel frames (as upstream counts
+    them) times the hop."""
+    return mel_frames(n_units, unit_rate) * hop
 
 
 __all__ = [

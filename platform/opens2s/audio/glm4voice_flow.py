@@ -55,8 +55,16 @@ class FlowConfig:
     extra: dict = field(default_factory=dict, compare=False)
 
     def frames_for(self, n_units: int) -> int:
-        """Mel frames of ``n_units`` units, as upstream rounds them (truncation)."""
-        return int(n_units / self.input_frame_rate * MEL_RATE)
+        """Mel frames of ``n_units`` units (see :func:`mel_frames`)."""
+        return mel_frames(n_units, self.input_frame_rate)
+
+
+def mel_frames(n_units: int, unit_rate: float = 12.5) -> int:
+    """Mel frames of ``n_units`` units exactly as upstream computes them: an int32 count divided
+    in float32 (``/ rate * 22050 / 256``), truncated. Float64 arithmetic gives one frame more or
+    less for a few counts (e.g. 3392 units)."""
+    n = torch.tensor(n_units, dtype=torch.int32)
+    return int((n / unit_rate * 22050 / 256).int())
 
 
 # ---------------------------------------------------------------------------------------------
