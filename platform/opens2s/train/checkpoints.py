@@ -10,16 +10,22 @@ uploads them all into the same ``checkpoint-<step>`` directory of run storage). 
 from __future__ import annotations
 
 import json
+import re
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from opens2s import storage
 from opens2s.config.train import LoraSection
 
 TAG = "zero"
 META_FILE = "opens2s_train.json"
 MODEL_CONFIG_DIR = "model_config"
 TOKENIZER_DIR = "tokenizer"
+DIR_PATTERN = re.compile(r"checkpoint-(\d+)")
+RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+"""Ray Train's record of a run's checkpoints, in the stage directory."""
 
 
 @dataclass(frozen=True)
@@ -139,3 +145,73 @@ def read_meta(directory: Path) -> dict[str, Any]:
             f"{directory} is not an opens2s training checkpoint (no {META_FILE})"
         )
     return json.loads(meta_path.read_text())
+
+
+def stored(stage_uri: str) -> list[str]:
+    """URIs of the ``checkpoint-<step>`` directories in a stage's run storage, newest first."""
+    names = set()
+    prefix = stage_uri.rstrip("/") + "/"
+    for uri in storage.list_prefix(stage_uri):
+        first = uri[len(prefix) :].split("/", 1)[0] if uri.startswith(prefix) else ""
+        if DIR_PATTERN.fullmatch(first):
+            names.add(first)
+    return [storage.join(stage_uri, n) for n in sorted(names, reverse=True)]
+
+
+def _step_of(uri: str) -> int:
+    match = DIR_PATTERN.fullmatch(uri.rstrip("/").rsplit("/", 1)[-1])
+    return int(match.group(1)) if match else -1
+
+
+def resume(
+    engine: Any, handed: str | None, stage_uri: str, *, stored_too: bool = False, say: Any = print
+) -> tuple[TrainState, str | None]:
+    """Restore from the newest intact checkpoint of the stage, not newer than ``handed`` (the
+    one Ray Train hands over); returns the state and the checkpoint used (None: from scratch).
+    Without a handed one, the stored ones are used only when ``stored_too`` (Ray's record was
+    dropped by :func:`forget_missing`): a directory Ray never registered may be half uploaded.
+
+    A damaged checkpoint (truncated shard, foreign pickle; see :func:`verify`) is named through
+    ``say`` and the one before it is tried, so one bad upload does not fail every attempt.
+    """
+    candidates = stored(stage_uri) if handed is not None or stored_too else []
+    if handed is not None:
+        candidates = [c for c in candidates if _step_of(c) <= _step_of(handed)]
+        if all(_step_of(c) != _step_of(handed) for c in candidates):
+            candidates.insert(0, handed)
+    bad: list[str] = []
+    for uri in candidates:
+        with tempfile.TemporaryDirectory(prefix="opens2s-resume-") as tmp:
+            local = storage.copy_to_local(uri, tmp) if storage.is_s3(uri) else Path(uri)
+            try:
+                verify(local)
+            except CorruptCheckpointError as e:
+                bad.append(f"{uri} ({e.reason})")
+                say(f"checkpoint {uri} is damaged, trying the one before it: {e.reason}")
+                continue
+            return load(engine, local), uri
+    if bad:
+        raise CorruptCheckpointError(
+            stage_uri, "no intact checkpoint to resume from: " + "; ".join(bad)
+        )
+    return TrainState(), None
+
+
+def forget_missing(stage_uri: str, *, say: Any = print) -> list[str]:
+    """Drop Ray Train's checkpoint record of a stage when it names checkpoint directories that
+    are gone (a damaged one moved away): Ray would refuse to start the run and say to delete the
+    whole stage. The stored checkpoints themselves are enough to resume (:func:`resume`).
+    Returns the missing directory names."""
+    snapshot = storage.join(stage_uri, RAY_SNAPSHOT_FILE)
+    if not storage.exists(snapshot):
+        return []
+    named = set(DIR_PATTERN.findall(storage.read_text(snapshot)))
+    present = {_step_of(uri) for uri in stored(stage_uri)}
+    missing = sorted(f"checkpoint-{n}" for n in named if int(n) not in present)
+    if missing:
+        say(
+            f"checkpoint(s) {', '.join(missing)} of {stage_uri} are gone; resuming from the "
+            "newest one still there"
+        )
+        storage.delete(snapshot)
+    return missing

@@ -64,6 +64,10 @@ class LoopConfig:
     audio: AudioSection
     metrics_uri: str
     kill: KillWorker | None = None
+    checkpoints_uri: str = ""
+    """The stage's run storage, where its ``checkpoint-<step>`` directories land."""
+    resume_from_stored: bool = False
+    """Resume from the newest stored checkpoint even when Ray Train hands none over."""
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -97,11 +101,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
 
     # 3. Resume from the checkpoint Ray Train hands over, if any.
-    state = checkpoints.TrainState()
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as ckpt_dir:
-            state = checkpoints.load(engine, Path(ckpt_dir))
+    # Not newer than Ray's, and a damaged one falls back to the one before it.
+    handed = ray.train.get_checkpoint()
+    state, ckpt = checkpoints.resume(
+        engine,
+        _checkpoint_uri(handed) if handed is not None else None,
+        cfg.checkpoints_uri,
+        stored_too=cfg.resume_from_stored,
+        say=lambda line: rank == 0 and print(f"[train:{cfg.stage}] {line}", flush=True),
+    )
     start_step = state.step
     log = MetricsLog.resume(cfg.metrics_uri, start_step) if rank == 0 else None
     if rank == 0:
@@ -185,6 +193,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"{world} workers (check the skipped-record counts)"
             )
         epoch, batch_in_epoch = epoch + 1, 0
+
+
+def _checkpoint_uri(checkpoint: Any) -> str:
+    """A Ray checkpoint's location as a storage URI (s3:// or a local path)."""
+    if getattr(checkpoint.filesystem, "type_name", "local") == "s3":
+        return f"s3://{checkpoint.path}"
+    return str(checkpoint.path)
 
 
 class _LossSums:

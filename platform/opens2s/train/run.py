@@ -22,6 +22,7 @@ from opens2s import storage
 from opens2s.config import PlatformConfig
 from opens2s.config.model import ModelSection
 from opens2s.config.train import Stage
+from opens2s.train import checkpoints
 from opens2s.train.data import close_error_tally, corpus_dataset, create_error_tally
 from opens2s.train.export import export_checkpoint
 from opens2s.train.loop import KillWorker, LoopConfig, train_loop_per_worker
@@ -153,6 +154,7 @@ def fit_stage(
     tally_name = f"record-errors-{stage}-{uuid.uuid4().hex[:8]}"
     tally = create_error_tally(tally_name)
     t0 = time.perf_counter()
+    forgot = checkpoints.forget_missing(out_dir, say=lambda line: print(f"[train:{stage}] {line}"))
     try:
         dataset = corpus_dataset(corpus_uri(cfg), source, cfg.audio, tally_name)
         if train.materialize_corpus:
@@ -165,7 +167,16 @@ def fit_stage(
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={
-                "loop": LoopConfig(train, stage, source, cfg.audio, metrics_uri, kill),
+                "loop": LoopConfig(
+                    train,
+                    stage,
+                    source,
+                    cfg.audio,
+                    metrics_uri,
+                    kill,
+                    checkpoints_uri=out_dir,
+                    resume_from_stored=bool(forgot),
+                ),
             },
             scaling_config=ScalingConfig(
                 num_workers=train.num_workers,
