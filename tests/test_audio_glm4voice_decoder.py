@@ -234,3 +234,12 @@ def test_frame_count_is_upstreams_float32_truncation():
     upstream = (n / 12.5 * 22050 / 256).int()  # flow.inference's feat_len
     assert [mel_frames(int(k)) for k in n] == upstream.tolist()
     assert mel_frames(3392) == 23372  # exact arithmetic would give 23373
+
+
+def test_units_ending_at_a_block_boundary_release_the_held_frames_at_flush(dec):
+    units = np.random.default_rng(3).integers(0, 16384, 30).tolist()  # blocks of 10 + 20
+    s = dec.stream()
+    before = s.push(units)
+    rest = s.flush()
+    assert rest.size == dec.overlap_frames * HOP + HOP  # the held overlap + the cached frame
+    assert before.size + rest.size == samples_for(30) == dec.decode(units).size
