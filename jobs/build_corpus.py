@@ -42,17 +42,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import ray
-    from opens2s.config import load_config
-    from opens2s.data.pipeline import build_corpus
+    from opens2s.config import ConfigError, load_config
+    from opens2s.data.pipeline import EmptyCorpusError, build_corpus
 
     overrides = parse_overrides(args.set)
     if args.output:
         overrides["data.output.uri"] = args.output
-    cfg = load_config(args.config, overrides)
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
     # RAY_ADDRESS is set by `ray job submit`; without it start an embedded local Ray, never
     # attach to some other cluster that happens to run on this machine.
     ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
-    build_corpus(cfg)
+    try:
+        build_corpus(cfg)
+    except EmptyCorpusError as e:
+        raise SystemExit(f"error: {e}") from None
     return 0
 
 

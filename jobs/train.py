@@ -30,10 +30,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
     from opens2s.cli.train import parse_overrides
-    from opens2s.config import load_config
+    from opens2s.config import ConfigError, load_config
     from opens2s.train import run_training
 
-    cfg = load_config(args.config, parse_overrides(args.set))
+    try:
+        cfg = load_config(args.config, parse_overrides(args.set))
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
     if not ray.is_initialized():
         # ray.train.report costs ~2 s a call at Ray's default health-check interval.
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")

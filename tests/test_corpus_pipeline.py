@@ -18,7 +18,7 @@ import yaml
 from opens2s import storage
 from opens2s.config import load_config
 from opens2s.data import output
-from opens2s.data.pipeline import build_corpus
+from opens2s.data.pipeline import EmptyCorpusError, build_corpus
 from opens2s.data.sample import sample_id
 from typer.testing import CliRunner
 
@@ -213,7 +213,7 @@ def test_corpus_on_s3_is_listed_and_read_back_with_boto3(
 
 
 @pytest.mark.timeout(300)
-def test_llm_writer_garbage_is_quarantined_with_reasons_and_the_job_finishes(
+def test_llm_writer_garbage_is_quarantined_with_reasons_and_the_empty_corpus_fails_the_job(
     ray_local, tmp_path, unit_tokenizer
 ) -> None:
     corpus = str(tmp_path / "corpus")
@@ -228,7 +228,10 @@ def test_llm_writer_garbage_is_quarantined_with_reasons_and_the_job_finishes(
             units__tokenizer_path=unit_tokenizer,
         )
     )
-    summary = build_corpus(cfg)
+    # Nothing survived: the job fails (naming the quarantine) instead of leaving an empty corpus.
+    with pytest.raises(EmptyCorpusError, match=r"holds no dialogue: all 4 were quarantined"):
+        build_corpus(cfg)
+    summary = json.loads(storage.read_text(storage.join(corpus, output.SUMMARY)))
     assert summary["dialogues_quarantined"] == 4 and summary["dialogues_written"] == 0
     assert summary["drops_by_stage"] == {"writer": 4}
     lines = storage.read_text(storage.join(corpus, output.QUARANTINE)).splitlines()

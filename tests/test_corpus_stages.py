@@ -3,12 +3,15 @@ rendering (real espeak-ng), filters, and the stage runner's quarantine of a fail
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
 import pytest
+from opens2s import storage
 from opens2s.config.audio import AudioSection
 from opens2s.config.data import FilterSettings, ScenarioSettings, ValidationSettings
+from opens2s.data import output
 from opens2s.data.filters import AudioFilter, silence_ratio
 from opens2s.data.pipeline import run_stage
 from opens2s.data.render import TurnRenderer
@@ -151,8 +154,28 @@ def test_resuming_with_other_content_settings_is_refused_naming_them(tmp_path) -
 
     root = str(tmp_path / "corpus")
     check_build_config(root, load_config(None))
+    # One committed shard: the settings it was built with now bind the corpus.
+    storage.write_text(storage.join(root, output.SHARDS_DIR, "shard-00000.jsonl"), "")
     check_build_config(root, load_config(None, {"audio.vad_silence_ms": 900, "data.workers": 5}))
     with pytest.raises(ValueError, match=r"audio.codebook_size, scenarios.seed differ"):
         check_build_config(
             root, load_config(None, {"audio.codebook_size": 512, "data.scenarios.seed": 3})
         )
+
+
+def test_a_failed_first_runs_settings_do_not_refuse_the_corrected_rerun(tmp_path) -> None:
+    from opens2s.config import load_config
+    from opens2s.data.pipeline import check_build_config
+
+    root = str(tmp_path / "corpus")
+    check_build_config(root, load_config(None, {"data.filters.max_turn_seconds": 0.6}))
+    stale_tokenizer = storage.join(root, output.UNIT_TOKENIZER)
+    storage.write_bytes(stale_tokenizer, b"fitted under the failed run's settings")
+    # The first run committed no shard: the corrected config replaces its settings, and the
+    # unit tokenizer fitted under them is refitted.
+    fixed = load_config(None, {"data.filters.max_turn_seconds": 20.0})
+    check_build_config(root, fixed)
+    recorded = json.loads(storage.read_text(storage.join(root, output.BUILD_CONFIG)))
+    assert recorded["filters"]["max_turn_seconds"] == 20.0
+    assert not storage.exists(stale_tokenizer)
+    check_build_config(root, fixed)

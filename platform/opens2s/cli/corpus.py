@@ -22,7 +22,7 @@ def build(
     import yaml
 
     from opens2s.config import ConfigError, load_config
-    from opens2s.data.pipeline import build_corpus
+    from opens2s.data.pipeline import EmptyCorpusError, build_corpus
 
     overrides: dict[str, object] = {}
     for pair in set_:
@@ -38,7 +38,11 @@ def build(
         raise typer.BadParameter(str(e), param_hint="--config") from e
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
-    build_corpus(cfg, log=typer.echo)
+    try:
+        build_corpus(cfg, log=typer.echo)
+    except EmptyCorpusError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("stats")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from opens2s.config.audio import AudioSection
 from opens2s.config.cluster import ClusterSection
@@ -40,6 +40,27 @@ class PlatformConfig(BaseModel):
     serve: ServeSection = ServeSection()
     turn: TurnSection = TurnSection()
     cluster: ClusterSection = ClusterSection()
+
+    @model_validator(mode="after")
+    def _scenario_names_known(self) -> PlatformConfig:
+        """Emotions (and espeak speakers) named in ``data.scenarios`` must exist: otherwise the
+        corpus job fails only after Ray started, with every sample quarantined."""
+        from opens2s.audio import tts  # lazily: the audio package reads this config
+
+        scen = self.data.scenarios
+        unknown = sorted(set(scen.emotions or ()) - set(tts.EMOTIONS))
+        if unknown:
+            raise ValueError(
+                f"data.scenarios.emotions: unknown {unknown}; known: {', '.join(tts.EMOTIONS)}"
+            )
+        if self.audio.tts_engine == "espeak":
+            unknown = sorted(set(scen.user_speakers or ()) - set(tts.SPEAKERS))
+            if unknown:
+                raise ValueError(
+                    f"data.scenarios.user_speakers: unknown espeak speakers {unknown}; known: "
+                    f"{', '.join(sorted(tts.SPEAKERS))}"
+                )
+        return self
 
     def corpus_uri(self) -> str:
         """Where the corpus lives: ``data.output.uri``, else ``<run_dir>/corpus``. The one copy of
@@ -77,8 +98,14 @@ def load_config(
     for key, value in (overrides or {}).items():
         node = raw
         parts = key.split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(
+                    f"override {key}={value!r}: {where} is a single value "
+                    f"({type(node).__name__}), not a section; set {where}=... instead"
+                )
         node[parts[-1]] = value
     try:
         return PlatformConfig.model_validate(raw)

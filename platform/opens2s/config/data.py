@@ -8,7 +8,7 @@ assistant voice, codebook size, clipping threshold) are in the ``audio`` section
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,12 +22,15 @@ class ScenarioSettings(_Stage):
 
     num_dialogues: int = Field(6, gt=0)
     """How many dialogues (samples) the corpus holds."""
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     """Same seed (and settings) -> same scenarios and the same sample ids."""
     emotions: list[str] | None = None
     """Emotions to balance over; None = every emotion the TTS can render (audio.tts.EMOTIONS)."""
-    intensities: list[float] = Field(default_factory=lambda: [0.5, 1.0])
-    """Emotion intensities to draw from (1.0 = the full prosody profile)."""
+    intensities: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=lambda: [0.5, 1.0], min_length=1
+    )
+    """Emotion intensities to draw from, each in [0, 1] (0 = neutral, 1.0 = the full prosody
+    profile; the TTS extrapolates beyond, which the corpus does not use)."""
     situations: list[str] | None = None
     """Situation names to draw from; None = the built-in bank (opens2s.data.content)."""
     personas: list[str] | None = None
@@ -111,6 +114,15 @@ class FilterSettings(_Stage):
     """Frame level (dBFS, RMS) below which a frame counts as silence."""
     max_wer: float | None = None
     """Largest ASR word error rate between script and audio; None = ASR check off."""
+
+    @model_validator(mode="after")
+    def _turn_seconds_ordered(self) -> FilterSettings:
+        if self.min_turn_seconds > self.max_turn_seconds:
+            raise ValueError(
+                f"min_turn_seconds ({self.min_turn_seconds}) must be <= max_turn_seconds "
+                f"({self.max_turn_seconds}): no turn could pass"
+            )
+        return self
 
 
 class OutputSettings(_Stage):

@@ -316,6 +316,14 @@ def check_build_config(root: str, cfg: PlatformConfig) -> None:
     previous = json.loads(storage.read_text(uri))
     old, new = _flatten(previous), _flatten(current)
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed and not output.completed_shards(root):
+        # An earlier run that committed nothing (it failed): its settings bind nothing, and
+        # what it derived from them (a fitted unit tokenizer) is refitted under the new ones.
+        if cfg.data.units.tokenizer_path is None:
+            storage.delete(storage.join(root, output.UNIT_TOKENIZER))
+        storage.delete(storage.join(root, output.ASSISTANT_EMBEDDING))
+        storage.write_text(uri, json.dumps(current, indent=2, sort_keys=True) + "\n")
+        return
     if changed:
         raise ValueError(
             f"{root} was built with other settings ({', '.join(changed)} differ); resume with the "
@@ -557,4 +565,14 @@ def build_corpus(cfg: PlatformConfig, *, log: Log = print) -> dict[str, Any]:
     )
     summary.write_summary(root, result)
     log(summary.format_summary(result))
+    if total and not result["dialogues_written"]:
+        raise EmptyCorpusError(
+            f"the corpus at {root} holds no dialogue: all {result['dialogues_quarantined']} "
+            f"were quarantined (by reason: {result['drops_by_reason']}); see "
+            f"{storage.join(root, output.QUARANTINE)} and fix the settings it names"
+        )
     return result
+
+
+class EmptyCorpusError(RuntimeError):
+    """Every planned dialogue was quarantined: nothing to train on."""
