@@ -13,7 +13,10 @@ the whole flow (``MaskedDiffWithXvec.inference`` with ``ConditionalCFM`` and the
 with and without a prompt, from upstream's seed-42 noise) is compared too; the few third-party
 names those files import (diffusers' ``Attention`` and ``GELU``, omegaconf's ``DictConfig``,
 Matcha's logger) are replaced by stand-ins written to a temp dir, so that part also checks our
-reading of diffusers. Last line: one JSON object.
+reading of diffusers. With ``--tokenizer`` (a glm-4-voice-tokenizer directory, or ``tiny`` for the
+tests' one) the units of three noise waves are compared with upstream's ``WhisperVQEncoder``
+loaded as its ``load_quantize_encoder`` does (eager attention, the installed transformers).
+Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def main() -> None:
     ap.add_argument("--upstream", type=Path, required=True, help="a THUDM/GLM-4-Voice checkout")
     ap.add_argument("--matcha", type=Path, help="a Matcha-TTS checkout (GLM-4-Voice's submodule)")
     ap.add_argument("--decoder", type=Path, help="a glm-4-voice-decoder directory")
+    ap.add_argument("--tokenizer", help="a glm-4-voice-tokenizer directory, or 'tiny'")
     args = ap.parse_args()
     sys.path.insert(0, str(args.upstream))
     sys.path.insert(0, str(ROOT / "tests"))
@@ -106,7 +110,68 @@ def main() -> None:
         out["hift_peak"] = wave.abs().max().item()
     if args.matcha is not None:
         out |= _check_flow(args.matcha, ours, flow)
+    if args.tokenizer is not None:
+        out |= _check_tokenizer(args.tokenizer)
     print(json.dumps(out))
+
+
+def _check_tokenizer(where: str) -> dict:
+    """Units of upstream's WhisperVQEncoder vs ours on three noise waves of different lengths."""
+    import numpy as np
+    from opens2s.audio.glm4voice_tokenizer import GLM4VoiceUnits
+    from safetensors import safe_open
+    from speech_tokenizer.configuration_whisper import WhisperVQConfig
+    from speech_tokenizer.modeling_whisper import WhisperVQEncoder
+    from transformers import WhisperFeatureExtractor
+
+    if where == "tiny":
+        from glm4voice_tiny import write_tiny_tokenizer
+
+        where = str(write_tiny_tokenizer(Path(tempfile.mkdtemp(prefix="glm4voice-tok-"))))
+    config = WhisperVQConfig.from_pretrained(where)
+    config.quantize_encoder_only = True
+    config._attn_implementation = "eager"
+    model = WhisperVQEncoder(config)
+    state = {}
+    for path in sorted(Path(where).glob("model*.safetensors")):  # load_quantize_encoder's rules
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                if not key.startswith("model.encoder."):
+                    continue
+                name = key[len("model.encoder.") :]
+                if name.startswith("layer_norm"):
+                    continue
+                if (
+                    name.startswith("layers")
+                    and int(name.split(".")[1]) >= config.quantize_position
+                ):
+                    continue
+                state[name] = f.get_tensor(key)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    features = WhisperFeatureExtractor.from_pretrained(where)
+    rng = np.random.default_rng(0)
+    waves = [(rng.standard_normal(n) * 0.1).astype(np.float32) for n in (16000, 37000, 5000)]
+    pool = config.pooling_kernel_size or 1
+    feats = features(
+        waves,
+        sampling_rate=16000,
+        return_attention_mask=True,
+        return_tensors="pt",
+        padding="longest",
+        pad_to_multiple_of=2 * pool * features.hop_length,
+    )
+    with torch.no_grad():
+        ids = model(**feats).quantized_token_ids
+    valid = feats.attention_mask[:, ::2][:, ::pool].bool()
+    ref = [ids[i][valid[i]].tolist() for i in range(len(waves))]
+    mine = [u.tolist() for u in GLM4VoiceUnits(where).encode_batch([(w, 16000) for w in waves])]
+    same = sum(a == b for r, m in zip(ref, mine, strict=True) for a, b in zip(r, m, strict=True))
+    return {
+        "tokenizer_units_equal": same,
+        "tokenizer_units": sum(len(r) for r in ref),
+        "tokenizer_lengths_equal": [len(r) for r in ref] == [len(m) for m in mine],
+    }
 
 
 STANDINS = {
