@@ -32,6 +32,10 @@ class ModelSection(BaseModel):
     min_audio_seconds: float = Field(0.5, ge=0)
     max_audio_seconds: float = Field(120.0, gt=0)
     system_prompt: str = "You are a helpful assistant."
+    record_roots: list[str] = Field(default_factory=list)
+    """Where else records may name audio and speaker embeddings (local directories or s3://
+    prefixes). Records are confined to the corpus root otherwise: an absolute path, ``../`` or
+    another bucket is refused (``PathOutsideCorpusError``)."""
 
     @field_validator("interleave_strategy")
     @classmethod

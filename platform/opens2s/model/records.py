@@ -13,6 +13,7 @@ so the data path can count and skip bad records by reason.
 from __future__ import annotations
 
 import io
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,11 @@ class SchemaError(RecordError):
 
 class MissingAudioError(RecordError):
     """An audio (or speaker-embedding) file the record names does not exist or cannot be read."""
+
+
+class PathOutsideCorpusError(RecordError):
+    """An audio or speaker-embedding path outside the corpus root (absolute, ``../``, another
+    bucket) that ``model.record_roots`` does not allow."""
 
 
 class AudioTooShortError(RecordError):
@@ -175,6 +181,23 @@ def parse_record(
     return Record(rid, tuple(parsed))
 
 
+def _normalized(uri: str) -> str:
+    """``uri`` with ``.``/``..`` segments resolved (local paths: absolute, symlinks followed)."""
+    if storage.is_s3(uri):
+        bucket, key = storage.split_s3(uri)
+        key = posixpath.normpath("/" + key).lstrip("/") if key else ""
+        return f"s3://{bucket}/{key}".rstrip("/")
+    return str(Path(uri).resolve())
+
+
+def _is_under(uri: str, root: str) -> bool:
+    if storage.is_s3(uri) != storage.is_s3(root):
+        return False
+    if storage.is_s3(uri):
+        return uri == root or uri.startswith(root.rstrip("/") + "/")
+    return Path(uri).is_relative_to(root)
+
+
 class RecordEncoder:
     """Turns a :class:`Record` into model inputs (numpy arrays; runs inside a Ray Data map)."""
 
@@ -194,17 +217,28 @@ class RecordEncoder:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def _read(self, rel: str) -> bytes | str:
-        if storage.is_s3(self.audio_root) or storage.is_s3(rel):
-            uri = rel if storage.is_s3(rel) else storage.join(self.audio_root, rel)
-            return storage.read_bytes(uri)
-        path = Path(rel)
-        return str(path if path.is_absolute() else Path(self.audio_root) / path)
+    def _read(self, rel: str, record_id: str, field: str) -> bytes | str:
+        """The bytes (S3) or local path of a file a record names, confined to the corpus root
+        and ``model.record_roots``: a record must not make a worker read any file it can."""
+        s3 = storage.is_s3(self.audio_root) or storage.is_s3(rel)
+        uri = rel if storage.is_s3(rel) or (not s3 and Path(rel).is_absolute()) else None
+        uri = uri or storage.join(self.audio_root, rel)
+        uri = _normalized(uri)
+        roots = [self.audio_root, *self.section.record_roots]
+        if not any(_is_under(uri, _normalized(root)) for root in roots):
+            raise PathOutsideCorpusError(
+                record_id,
+                field,
+                f"{rel!r} resolves to {uri}, outside the corpus root {self.audio_root}; name "
+                "files relative to the corpus root, or allow their location in "
+                "model.record_roots",
+            )
+        return storage.read_bytes(uri) if storage.is_s3(uri) else uri
 
     def load_wave(self, rel: str, record_id: str, field: str) -> np.ndarray:
         """Read one audio item at 16 kHz, checking it exists and its duration is in range."""
         try:
-            wave = load_audio(self._read(rel), SAMPLE_RATE)
+            wave = load_audio(self._read(rel, record_id, field), SAMPLE_RATE)
         except (AudioError, FileNotFoundError, OSError) as e:
             raise MissingAudioError(record_id, field, f"{rel}: {e}") from e
         seconds = wave.size / SAMPLE_RATE
@@ -229,8 +263,10 @@ class RecordEncoder:
             return np.zeros(dim, dtype=np.float32)
         if isinstance(spk, str):
             try:
-                data = self._read(spk)
+                data = self._read(spk, rid, field)
                 arr = np.load(io.BytesIO(data) if isinstance(data, bytes) else data)
+            except RecordError:
+                raise
             except (OSError, ValueError) as e:
                 raise MissingAudioError(rid, field, f"speaker embedding {spk}: {e}") from e
         else:
