@@ -221,7 +221,12 @@ class GLM4VoiceUnits:
     unit_rate = 12.5
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", batch_size: int = 16) -> None:
+    def __init__(
+        self, model_dir: str | Path, device: str | None = None, batch_size: int = 16
+    ) -> None:
+        """``device`` None: a GPU when one is visible (a Ray worker given one), else the CPU."""
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise UnitError(str(self.model_dir), "GLM-4-Voice tokenizer directory does not exist")
