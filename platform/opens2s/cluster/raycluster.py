@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opens2s.config import PlatformConfig
+from opens2s.config import AUTH_TOKEN_ENV, PlatformConfig
 from opens2s.config.cluster import ClusterSection, PodResources
 
 CONFIG_FILE = "platform.yaml"
@@ -28,13 +28,41 @@ def config_path(cluster: ClusterSection) -> str:
 
 
 def render_config_map(cfg: PlatformConfig) -> dict[str, Any]:
-    """A ConfigMap holding the whole platform config: pods read the same file the user wrote."""
+    """A ConfigMap holding the platform config the user wrote, less its secrets (the Serve token
+    reaches the pods from a Secret: :func:`serve_auth_secret_name`)."""
     c = cfg.cluster
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": config_map_name(c), "namespace": c.namespace, "labels": labels(c)},
-        "data": {CONFIG_FILE: cfg.to_yaml()},
+        "data": {CONFIG_FILE: cfg.without_secrets().to_yaml()},
+    }
+
+
+def serve_auth_secret_name(cfg: PlatformConfig) -> str | None:
+    """The Secret whose key ``token`` holds the Serve bearer token: ``cluster.serve_auth_secret``,
+    else ``<name>-serve-auth`` when ``serve.auth_token`` is set; None when auth is off."""
+    if cfg.cluster.serve_auth_secret:
+        return cfg.cluster.serve_auth_secret
+    return f"{cfg.cluster.name}-serve-auth" if cfg.serve.auth_token else None
+
+
+def render_serve_auth_secret(cfg: PlatformConfig) -> dict[str, Any] | None:
+    """The Secret holding ``serve.auth_token`` (None when the config names an existing one or
+    has no token). Apply it, do not commit it."""
+    if cfg.cluster.serve_auth_secret or not cfg.serve.auth_token:
+        return None
+    c = cfg.cluster
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": serve_auth_secret_name(cfg),
+            "namespace": c.namespace,
+            "labels": labels(c),
+        },
+        "type": "Opaque",
+        "stringData": {"token": cfg.serve.auth_token},
     }
 
 
@@ -123,6 +151,15 @@ def raycluster_spec(cfg: PlatformConfig) -> dict[str, Any]:
         },
         "workerGroupSpecs": _worker_groups(c),
     }
+    secret = serve_auth_secret_name(cfg)
+    if secret:  # the token as an environment variable from the Secret, never in plain text
+        token_env = {
+            "name": AUTH_TOKEN_ENV,
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}},
+        }
+        for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+            for container in group["template"]["spec"]["containers"]:
+                container["env"].append(dict(token_env))
     if c.autoscaler.enabled:
         a = c.autoscaler
         spec["autoscalerOptions"] = {

@@ -25,9 +25,13 @@ def serve_config(cfg: PlatformConfig) -> dict[str, Any]:
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": s.port},
-        # serve.model_dir defaults to <run_dir>/model, where the training RayJob exports.
+        # serve.model_dir defaults to <run_dir>/model, where the training RayJob exports. The
+        # token is left out: replicas read it from the pods' Secret-backed environment.
         "applications": [
-            {**serve_application_entry(served_config(cfg)), "runtime_env": runtime_env(cfg)}
+            {
+                **serve_application_entry(served_config(cfg).without_secrets()),
+                "runtime_env": runtime_env(cfg),
+            }
         ],
     }
 

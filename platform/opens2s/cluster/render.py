@@ -9,22 +9,31 @@ import yaml
 
 from opens2s.cluster.crd_validation import ManifestError, SchemaProblem, validate_manifest
 from opens2s.cluster.launcher import launcher_problems, render_launcher
-from opens2s.cluster.raycluster import CONFIG_FILE, render_config_map, render_raycluster
+from opens2s.cluster.raycluster import (
+    CONFIG_FILE,
+    render_config_map,
+    render_raycluster,
+    render_serve_auth_secret,
+)
 from opens2s.cluster.rayjob import render_rayjob
 from opens2s.cluster.rayservice import render_rayservice, serve_config
 from opens2s.config import PlatformConfig
 from opens2s.pipeline.plan import CLUSTER_JOBS
 
 LAUNCHER_FILE = "ray-cluster-launcher.yaml"
+SERVE_AUTH_SECRET_FILE = "secret-serve-auth.yaml"
 
 
 def render_manifests(cfg: PlatformConfig) -> dict[str, dict[str, Any]]:
     """The Kubernetes objects by file name: ConfigMap, RayCluster, one RayJob per batch job,
-    RayService."""
+    RayService, and the Secret holding ``serve.auth_token`` when the config has one."""
     out = {"configmap.yaml": render_config_map(cfg), "raycluster.yaml": render_raycluster(cfg)}
     for job in CLUSTER_JOBS:
         out[f"rayjob-{job}.yaml"] = render_rayjob(cfg, job)
     out["rayservice.yaml"] = render_rayservice(cfg)
+    secret = render_serve_auth_secret(cfg)
+    if secret is not None:
+        out[SERVE_AUTH_SECRET_FILE] = secret
     return out
 
 
@@ -70,6 +79,6 @@ def write_cluster_files(cfg: PlatformConfig, out_dir: str | Path) -> list[Path]:
     path.write_text(yaml.safe_dump(launcher, sort_keys=False))
     written.append(path)
     path = out / CONFIG_FILE
-    path.write_text(cfg.to_yaml())
+    path.write_text(cfg.without_secrets().to_yaml())
     written.append(path)
     return written

@@ -7,6 +7,7 @@ laptop setting (local Ray, tiny models); ``jobs/configs/tiny.yaml`` spells them 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from opens2s.config.model import ModelSection
 from opens2s.config.serve import ServeSection
 from opens2s.config.train import TrainSection
 from opens2s.config.turn import TurnSection
+
+AUTH_TOKEN_ENV = "OPENS2S_SERVE_AUTH_TOKEN"
+"""Environment variable that supplies ``serve.auth_token`` when the config holds none."""
 
 
 class ConfigError(ValueError):
@@ -61,6 +65,18 @@ class PlatformConfig(BaseModel):
                     f"{', '.join(sorted(tts.SPEAKERS))}"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _auth_token_from_environment(self) -> PlatformConfig:
+        token = os.environ.get(AUTH_TOKEN_ENV)
+        if self.serve.auth_token is None and token:
+            self.serve = self.serve.model_copy(update={"auth_token": token})
+        return self
+
+    def without_secrets(self) -> PlatformConfig:
+        """The config with ``serve.auth_token`` left out: what files others can read carry (a
+        job's working dir, a ConfigMap, a RayService); the token travels as ``AUTH_TOKEN_ENV``."""
+        return self.model_copy(update={"serve": self.serve.model_copy(update={"auth_token": None})})
 
     def corpus_uri(self) -> str:
         """Where the corpus lives: ``data.output.uri``, else ``<run_dir>/corpus``. The one copy of
@@ -115,6 +131,7 @@ def load_config(
 
 
 __all__ = [
+    "AUTH_TOKEN_ENV",
     "AudioSection",
     "ClusterSection",
     "ConfigError",

@@ -181,6 +181,10 @@ class ClusterSection(BaseModel):
     """Environment of every pod and job (e.g. ``AWS_ENDPOINT_URL`` for an S3 run_dir)."""
     env_secret: str | None = None
     """A Kubernetes Secret whose keys become environment variables (S3 credentials)."""
+    serve_auth_secret: str | None = None
+    """An existing Kubernetes Secret whose key ``token`` holds the Serve bearer token. None with
+    ``serve.auth_token`` set: the render writes that Secret (``secret-serve-auth.yaml``, named
+    ``<name>-serve-auth``); no other rendered file carries the token."""
     head: HeadGroup = HeadGroup()
     worker_groups: list[WorkerGroup] = [
         WorkerGroup(name="cpu", min_replicas=1, max_replicas=2, resources=PodResources())

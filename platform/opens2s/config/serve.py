@@ -123,7 +123,9 @@ class ServeSection(BaseModel):
     sampling: SamplingDefaults = SamplingDefaults()
     vocoder_blocks: VocoderBlocks = VocoderBlocks()
     auth_token: str | None = None
-    """Bearer token required on every route but / and /healthz; None disables auth."""
+    """Bearer token required on every route but / and /healthz; None disables auth, unless the
+    ``OPENS2S_SERVE_AUTH_TOKEN`` environment variable holds one (how a Kubernetes Secret or a Ray
+    job's environment delivers it: files others can read never carry it)."""
     transcribe_user_turns: bool = False
     """Transcribe each user turn (``audio.asr_*`` Whisper) on the ingress: the client gets an
     ``input.transcript`` event and later turns see the user's words in the conversation (off:

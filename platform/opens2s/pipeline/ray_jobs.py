@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from opens2s import storage
-from opens2s.config import PlatformConfig
+from opens2s.config import AUTH_TOKEN_ENV, PlatformConfig
 from opens2s.pipeline.manifest import RunManifest
 from opens2s.pipeline.plan import JOB_GROUPS, STEPS
 from opens2s.pipeline.runner import TRAIN_STEPS, PipelineError, outputs_exist, step_outputs
@@ -105,6 +105,14 @@ def _all_done(cfg: PlatformConfig, names: list[str], manifest: RunManifest) -> b
     return True
 
 
+def job_env(cfg: PlatformConfig, group: str, env: dict[str, str]) -> dict[str, str]:
+    """The environment of one group's job: the Serve token (``AUTH_TOKEN_ENV``) goes only to
+    the serve group, which deploys the app and asks it the spoken turn."""
+    if group == "serve" and cfg.serve.auth_token:
+        return {**env, AUTH_TOKEN_ENV: cfg.serve.auth_token}
+    return dict(env)
+
+
 def run_steps_as_jobs(
     cfg: PlatformConfig,
     address: str,
@@ -125,7 +133,8 @@ def run_steps_as_jobs(
     stale = False
     with tempfile.TemporaryDirectory(prefix="opens2s-job-") as staging:
         # The job's working dir holds only the config; the package is installed on the cluster.
-        (Path(staging) / "platform.yaml").write_text(cfg.to_yaml())
+        # It is uploaded to the cluster for all to read: the Serve token is not in it.
+        (Path(staging) / "platform.yaml").write_text(cfg.without_secrets().to_yaml())
         for group, group_steps in JOB_GROUPS.items():
             todo = [n for n in group_steps if n in ordered]
             if not todo:
@@ -145,7 +154,7 @@ def run_steps_as_jobs(
                 client,
                 entrypoint=entrypoint,
                 submission_id=f"opens2s-{group}-{uuid.uuid4().hex[:8]}",
-                runtime_env={"working_dir": staging, "env_vars": env},
+                runtime_env={"working_dir": staging, "env_vars": job_env(cfg, group, env)},
                 metadata={"opens2s_steps": ",".join(todo), "run_dir": cfg.run_dir},
             )
             log(f"[{group}] submitted Ray job {job_id} ({', '.join(todo)}) to {address}")
