@@ -4,6 +4,7 @@ never run pickled code, and a damaged file is named. Real DeepSpeed checkpoints 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,8 @@ for z in (0, 2, 3):
     d = pathlib.Path(sys.argv[1]) / f"zero{z}"
     engine.save_checkpoint(str(d), tag="zero", client_state={"train_state": {"step": 1}})
     (d / "opens2s_train.json").write_text(json.dumps({"tag": "zero", "zero_stage": z}))
+    (d / "model_config").mkdir()
+    (d / "tokenizer").mkdir()
 """
 
 
@@ -64,8 +67,6 @@ def ds_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _copy(src: Path, dst: Path) -> Path:
-    import shutil
-
     shutil.copytree(src, dst)
     return dst
 
@@ -95,12 +96,17 @@ def test_crafted_pickle_in_a_checkpoint_is_refused_and_never_runs(
     assert not marker.exists()
 
 
-def test_truncated_shard_and_foreign_tag_are_named(ds_checkpoints: Path, tmp_path: Path) -> None:
+def test_truncated_shard_missing_model_config_and_foreign_tag_are_named(
+    ds_checkpoints: Path, tmp_path: Path
+) -> None:
     ckpt = _copy(ds_checkpoints / "zero2", tmp_path / "ckpt")
     shard = ckpt / "zero" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     with pytest.raises(checkpoints.CorruptCheckpointError, match=f"{ckpt}.*{shard.name}"):
         checkpoints.verify(ckpt)
+    shutil.rmtree(ckpt / checkpoints.MODEL_CONFIG_DIR)
+    with pytest.raises(checkpoints.CorruptCheckpointError, match=r"no model_config/"):
+        full_state_dict(ckpt)
     (ckpt / checkpoints.META_FILE).write_text(json.dumps({"tag": "../../elsewhere"}))
     with pytest.raises(checkpoints.CorruptCheckpointError, match="expected 'zero'"):
         checkpoints.verify(ckpt)

@@ -49,7 +49,8 @@ def test_truncated_latest_checkpoint_falls_back_then_a_moved_one_is_forgotten(
 def test_resume_with_no_intact_checkpoint_names_every_damaged_one(tmp_path: Path) -> None:
     for step in (2, 4):
         d = tmp_path / checkpoints.dir_name(step)
-        (d / "zero").mkdir(parents=True)
+        for sub in ("zero", "model_config", "tokenizer"):
+            (d / sub).mkdir(parents=True)
         (d / checkpoints.META_FILE).write_text('{"tag": "zero", "zero_stage": 2}')
         (d / "zero" / "mp_rank_00_model_states.pt").write_bytes(b"not a torch file")
     handed = str(tmp_path / checkpoints.dir_name(4))

@@ -126,6 +126,9 @@ def verify(directory: Path | str) -> None:
         raise CorruptCheckpointError(directory, str(e)) from e
     if tag != TAG:
         raise CorruptCheckpointError(directory, f"{META_FILE} names tag {tag!r}, expected {TAG!r}")
+    for needed in (MODEL_CONFIG_DIR, TOKENIZER_DIR):  # rank 0 writes them with every checkpoint
+        if not (directory / needed).is_dir():
+            raise CorruptCheckpointError(directory, f"no {needed}/ (export needs it)")
     files = sorted((directory / TAG).glob("*.pt"))
     if not any(f.name.endswith("model_states.pt") for f in files):
         raise CorruptCheckpointError(directory, f"no model states file under {TAG}/")
