@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -55,13 +56,63 @@ def resample(wave: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(wave, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
 
 
-def load_audio(src: str | Path | bytes, sr: int | None = None) -> np.ndarray:
+MIN_FILE_RATE = 8000
+MAX_FILE_RATE = 192000
+MAX_CHANNELS = 8
+DECODE_BLOCK_FRAMES = 65536
+"""Frames decoded at a time: with at most ``MAX_CHANNELS`` channels a block is at most 2 MiB of
+float32, so a file's peak memory is its output wave plus a few blocks, never the decoded file."""
+
+
+def _readable_error(e: Exception) -> str:
+    # libsndfile's message embeds the repr of a BytesIO ("<_io.BytesIO object at 0x...>").
+    text = getattr(e, "error_string", None) or str(e)
+    return re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the data", text)
+
+
+def check_header(
+    info: sf._SoundFileInfo | sf.SoundFile,
+    name: str,
+    *,
+    max_seconds: float | None,
+    max_channels: int = MAX_CHANNELS,
+) -> None:
+    """Refuse, before any sample is decoded, a file whose header declares a rate outside
+    8–192 kHz, more than ``max_channels`` channels, no frames, or more than ``max_seconds``."""
+    rate, channels, frames = int(info.samplerate), int(info.channels), int(info.frames)
+    if not MIN_FILE_RATE <= rate <= MAX_FILE_RATE:
+        raise AudioError(
+            name,
+            f"header declares a sample rate of {rate} Hz, expected "
+            f"{MIN_FILE_RATE}-{MAX_FILE_RATE} Hz",
+        )
+    if not 1 <= channels <= max_channels:
+        raise AudioError(name, f"header declares {channels} channels, expected 1 to {max_channels}")
+    if frames <= 0:
+        raise AudioError(name, "audio file holds 0 samples")
+    if max_seconds is not None and frames / rate > max_seconds:
+        raise AudioError(
+            name, f"too long: {frames / rate:.1f} s, at most {max_seconds:g} s allowed"
+        )
+
+
+def load_audio(
+    src: str | Path | bytes,
+    sr: int | None = None,
+    *,
+    max_seconds: float | None = None,
+    max_channels: int = MAX_CHANNELS,
+) -> np.ndarray:
     """Read an audio file (path or encoded bytes) as mono float32 in [-1, 1] at ``sr`` Hz.
 
-    Channels are averaged. ``sr`` defaults to the config's sample rate (16 kHz). Raises
-    :class:`AudioError` for a missing file, data that is not audio, or a file with no samples.
+    The header is checked first (:func:`check_header`: rate 8–192 kHz, at most ``max_channels``
+    channels, at most ``max_seconds``, default the config's ``audio.max_seconds``), then the file is
+    decoded and resampled in blocks of ``DECODE_BLOCK_FRAMES``, so memory stays bounded by the
+    output (``max_seconds * sr`` float32 samples) plus a few blocks. Channels are averaged.
+    Raises :class:`AudioError` for a missing file, data that is not audio, or a file out of bounds.
     """
     sr = _DEFAULTS.sample_rate if sr is None else sr
+    max_seconds = _DEFAULTS.max_seconds if max_seconds is None else max_seconds
     name = _source_name(src)
     if sr <= 0:
         raise AudioError(name, f"target sample rate must be positive, got {sr}")
@@ -79,13 +130,39 @@ def load_audio(src: str | Path | bytes, sr: int | None = None) -> np.ndarray:
             raise AudioError(name, "empty file (0 bytes), expected WAV/FLAC/OGG/MP3 audio")
         handle = str(path)
     try:
-        data, file_sr = sf.read(handle, dtype="float32", always_2d=True)
+        f = sf.SoundFile(handle)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioError(name, f"not a readable audio file (WAV/FLAC/OGG/MP3): {e}") from e
-    if data.shape[0] == 0:
+        raise AudioError(
+            name, f"not a readable audio file (WAV/FLAC/OGG/MP3): {_readable_error(e)}"
+        ) from e
+    with f:
+        check_header(f, name, max_seconds=max_seconds, max_channels=max_channels)
+        file_sr = int(f.samplerate)
+        stream = None if file_sr == sr else soxr.ResampleStream(file_sr, sr, 1, "float32", "HQ")
+        parts: list[np.ndarray] = []
+        total = 0
+        # A lying header (more data than declared) is cut at max_seconds as it decodes.
+        budget = int(max_seconds * file_sr) + 1
+        try:
+            while total < budget:
+                block = f.read(
+                    min(DECODE_BLOCK_FRAMES, budget - total), dtype="float32", always_2d=True
+                )
+                if block.shape[0] == 0:
+                    break
+                total += block.shape[0]
+                mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+                mono = np.ascontiguousarray(mono, dtype=np.float32)
+                parts.append(mono if stream is None else stream.resample_chunk(mono))
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise AudioError(name, f"cannot decode audio: {_readable_error(e)}") from e
+        if stream is not None:
+            parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    if total == 0:
         raise AudioError(name, "audio file holds 0 samples")
-    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    return resample(np.ascontiguousarray(wave), int(file_sr), sr)
+    if total >= budget:
+        raise AudioError(name, f"too long: more than {max_seconds:g} s of audio decoded")
+    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 def write_audio(path: str | Path, wave: np.ndarray, sr: int) -> Path:
