@@ -53,6 +53,9 @@ class LimitsSection(BaseModel):
     """Longest user turn; longer speech is cut and answered."""
     max_session_seconds: float = Field(900.0, gt=0)
     """Longest WebSocket session (wall clock)."""
+    idle_timeout_seconds: float = Field(60.0, gt=0)
+    """A WebSocket session that sends nothing (no frame, no event) for this long gets
+    ``session_idle`` and is closed, so idle clients cannot hold every session slot."""
     max_upload_bytes: int = Field(4_000_000, gt=0)
     """Largest file accepted by POST /v1/speech."""
     max_sessions_per_replica: int = Field(16, gt=0)

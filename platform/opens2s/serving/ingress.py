@@ -31,6 +31,7 @@ from opens2s.serving.limits import RateLimiter, token_ok
 from opens2s.serving.metrics import ServingMetrics
 from opens2s.serving.protocol import (
     INPUT_SAMPLE_RATE,
+    MIN_TURN_SECONDS,
     InputCommit,
     ProtocolError,
     ResponseCancel,
@@ -44,6 +45,7 @@ from opens2s.serving.protocol import (
 from opens2s.serving.session import RealtimeSession, Turn
 
 STATIC = Path(__file__).parent / "static"
+_SPEECH_QUERY = frozenset({"token", *(name for name in SessionOptions.model_fields)})
 _STATIC_FILES = {"app.js": "text/javascript", "pcm-worklet.js": "text/javascript"}
 
 api = FastAPI(title="OpenS2S realtime speech API")
@@ -70,6 +72,8 @@ class _Link:
         self.lock = asyncio.Lock()
         self.task: asyncio.Task | None = None
         self.response_id: str | None = None
+        self.voices: list[str] = []
+        self.turn_reason: str | None = None
 
     @property
     def responding(self) -> bool:
@@ -137,12 +141,20 @@ class Ingress:
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
-        """200 when a model replica answers, 503 otherwise."""
+        """200 when a model replica answers and this ingress has a free session slot; 503 with
+        ``status`` ``unavailable`` or ``saturated`` otherwise (``sessions``/``max_sessions``)."""
+        load = {
+            "sessions": self.open_sessions,
+            "max_sessions": self.limits.max_sessions_per_replica,
+        }
         try:
             info = await asyncio.wait_for(self.model.info.remote(), timeout=10)
         except Exception as e:
-            return JSONResponse({"status": "unavailable", "error": str(e)[:300]}, status_code=503)
-        return JSONResponse({"status": "ok", "model": info["model"]})
+            body = {"status": "unavailable", "error": str(e)[:300], **load}
+            return JSONResponse(body, status_code=503)
+        if self.open_sessions >= self.limits.max_sessions_per_replica:
+            return JSONResponse({"status": "saturated", "model": info["model"], **load}, 503)
+        return JSONResponse({"status": "ok", "model": info["model"], **load})
 
     @api.get("/v1/info")
     async def info(self, request: Request, token: str | None = None) -> dict[str, Any]:
@@ -189,6 +201,14 @@ class Ingress:
         from opens2s.audio.io import AudioError, load_audio, validate_audio
 
         self._check_http_auth(request, token)
+        unknown = sorted(set(request.query_params) - _SPEECH_QUERY)
+        if unknown:
+            self.metrics.error("unknown_option")
+            raise HTTPException(
+                400,
+                f"unknown query option(s) {', '.join(unknown)}; "
+                f"expected any of {', '.join(sorted(_SPEECH_QUERY))}",
+            )
         try:
             options = SessionOptions(
                 voice=voice,
@@ -207,9 +227,16 @@ class Ingress:
         body = await self._read_upload(request)
         t_end = time.perf_counter()
         try:
-            wave = load_audio(body, sr=INPUT_SAMPLE_RATE)
+            # The header is checked before decoding: a tiny file cannot claim hours of audio.
+            wave = await asyncio.to_thread(
+                load_audio, body, INPUT_SAMPLE_RATE, max_seconds=self.limits.max_turn_seconds
+            )
             validate_audio(
-                wave, INPUT_SAMPLE_RATE, name="upload", max_seconds=self.limits.max_turn_seconds
+                wave,
+                INPUT_SAMPLE_RATE,
+                name="upload",
+                max_seconds=self.limits.max_turn_seconds,
+                min_seconds=MIN_TURN_SECONDS,
             )
         except AudioError as e:
             self.metrics.error("bad_audio")
@@ -336,6 +363,7 @@ class Ingress:
                 error_event("model_unavailable", f"no model replica answers: {e}"[:300])
             )
             return
+        link.voices = list(info["voices"])
         await link.send(
             event(
                 "session.created",
@@ -350,6 +378,7 @@ class Ingress:
             "session_expired",
             f"session reached its maximum length ({self.limits.max_session_seconds:g} s)",
         )
+        idle = self.limits.idle_timeout_seconds
         while True:
             remaining = self.limits.max_session_seconds - (time.monotonic() - t_open)
             if remaining <= 0:  # also for a client whose frames never leave receive() idle
@@ -357,10 +386,22 @@ class Ingress:
                 await link.send(expired)
                 return
             try:
-                msg = await asyncio.wait_for(link.ws.receive(), timeout=remaining)
+                msg = await asyncio.wait_for(link.ws.receive(), timeout=min(remaining, idle))
             except TimeoutError:
-                self.metrics.error("session_expired")
-                await link.send(expired)
+                if remaining <= idle:
+                    self.metrics.error("session_expired")
+                    await link.send(expired)
+                    return
+                if link.responding:  # the client listens to an answer: not idle
+                    continue
+                self.metrics.error("session_idle")
+                await link.send(
+                    error_event(
+                        "session_idle",
+                        f"nothing received for {idle:g} s (serve.limits.idle_timeout_seconds); "
+                        "session closed",
+                    )
+                )
                 return
             except WebSocketDisconnect:
                 return
@@ -391,6 +432,10 @@ class Ingress:
                 self.metrics.error(e.code)
                 await link.send(error_event(e.code, e.message))
                 continue
+            except Exception as e:  # a bug must reach the client as an event, not a silent close
+                self.metrics.error("internal_error")
+                await link.send(error_event("internal_error", f"{type(e).__name__}: {e}"[:300]))
+                continue
             for ev in events:
                 await link.send(ev)
                 if ev["type"] == "input.speech_started" and link.responding:
@@ -403,10 +448,22 @@ class Ingress:
     ) -> tuple[list[dict[str, Any]], Turn | None]:
         ev = parse_client_event(text, max_bytes=self.limits.max_text_message_bytes)
         if isinstance(ev, SessionUpdate):
-            merged = session.options.model_dump() | ev.session.model_dump(exclude_none=True)
-            session.options = SessionOptions(**merged)
+            # Fields sent as null go back to the server default ({"voice": null}).
+            update = ev.session.model_dump(exclude_unset=True)
+            if update.get("voice") is not None and update["voice"] not in link.voices:
+                raise ProtocolError(
+                    "unknown_voice",
+                    f"unknown voice {update['voice']!r}; expected "
+                    + (f"one of {', '.join(link.voices)} or " if link.voices else "")
+                    + "null for the server's default voice",
+                )
+            session.options = SessionOptions(**(session.options.model_dump() | update))
             return [event("session.updated", session=session.options.model_dump())], None
         if isinstance(ev, InputCommit):
+            if link.responding and link.turn_reason == "vad" and not session.in_speech:
+                # VAD already ended this turn (push-to-talk released after it): the answer
+                # running is the answer to it, so the commit must not replace it.
+                return [], None
             events, turn = session.commit()
             if turn is None:
                 raise ProtocolError("empty_turn", "input.commit with no audio since the last turn")
@@ -431,8 +488,12 @@ class Ingress:
 
     async def _start_response(self, link: _Link, session: RealtimeSession, turn: Turn) -> None:
         await link.cancel_response()
-        if turn.audio.size < INPUT_SAMPLE_RATE // 10:
-            await link.send(error_event("turn_too_short", "user turn shorter than 0.1 s: ignored"))
+        if turn.audio.size < MIN_TURN_SECONDS * INPUT_SAMPLE_RATE:
+            await link.send(
+                error_event(
+                    "turn_too_short", f"user turn shorter than {MIN_TURN_SECONDS:g} s: ignored"
+                )
+            )
             return
         t_end = time.perf_counter()
         history = list(session.history)
@@ -460,4 +521,5 @@ class Ingress:
                 session.add_exchange(await transcript if transcript else "", text)
 
         link.response_id = None
+        link.turn_reason = turn.reason
         link.task = asyncio.get_running_loop().create_task(run())

@@ -24,6 +24,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 INPUT_SAMPLE_RATE = 16000
+MIN_TURN_SECONDS = 0.1
+"""Shortest user turn answered, on the WebSocket and on ``POST /v1/speech`` alike."""
+MAX_SEED = 2**63 - 1
 
 
 class ProtocolError(ValueError):
@@ -48,7 +51,7 @@ class SessionOptions(BaseModel):
     unit_top_p: float | None = Field(None, gt=0, le=1)
     max_text_tokens: int | None = Field(None, gt=0, le=512)
     max_units: int | None = Field(None, gt=0, le=2000)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
 
 class SessionUpdate(BaseModel):
@@ -84,6 +87,12 @@ def parse_client_event(
         obj = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ProtocolError("invalid_json", f"message is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise ProtocolError(
+            "invalid_json", "JSON nested too deeply; events are flat objects"
+        ) from e
+    except ValueError as e:  # e.g. an integer beyond Python's 4300-digit conversion limit
+        raise ProtocolError("invalid_json", f"message is not usable JSON: {e}"[:300]) from e
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise ProtocolError("invalid_event", 'a client event is a JSON object with a string "type"')
     if obj["type"] not in CLIENT_EVENT_TYPES:
