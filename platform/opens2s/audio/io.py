@@ -59,6 +59,9 @@ def resample(wave: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 MIN_FILE_RATE = 8000
 MAX_FILE_RATE = 192000
 MAX_CHANNELS = 8
+MAX_FILE_SECONDS = 600.0
+"""Longest file :func:`load_audio` decodes when the caller names no limit (ten minutes: above the
+corpus's ``model.max_audio_seconds``, so that records too long for it still reach its own check)."""
 DECODE_BLOCK_FRAMES = 65536
 """Frames decoded at a time: with at most ``MAX_CHANNELS`` channels a block is at most 2 MiB of
 float32, so a file's peak memory is its output wave plus a few blocks, never the decoded file."""
@@ -106,13 +109,13 @@ def load_audio(
     """Read an audio file (path or encoded bytes) as mono float32 in [-1, 1] at ``sr`` Hz.
 
     The header is checked first (:func:`check_header`: rate 8–192 kHz, at most ``max_channels``
-    channels, at most ``max_seconds``, default the config's ``audio.max_seconds``), then the file is
+    channels, at most ``max_seconds``, default ``MAX_FILE_SECONDS``), then the file is
     decoded and resampled in blocks of ``DECODE_BLOCK_FRAMES``, so memory stays bounded by the
     output (``max_seconds * sr`` float32 samples) plus a few blocks. Channels are averaged.
     Raises :class:`AudioError` for a missing file, data that is not audio, or a file out of bounds.
     """
     sr = _DEFAULTS.sample_rate if sr is None else sr
-    max_seconds = _DEFAULTS.max_seconds if max_seconds is None else max_seconds
+    max_seconds = MAX_FILE_SECONDS if max_seconds is None else max_seconds
     name = _source_name(src)
     if sr <= 0:
         raise AudioError(name, f"target sample rate must be positive, got {sr}")
