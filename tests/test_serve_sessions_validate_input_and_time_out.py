@@ -175,6 +175,34 @@ def test_idle_sessions_time_out_and_healthz_reports_saturation(server) -> None:
     assert r.json()["status"] == "ok" and r.json()["sessions"] == 0
 
 
+def _ingress_peak_rss() -> int:
+    """VmHWM (peak resident set, bytes) of this app's ingress replica process."""
+    import ray
+    from ray.util.state import list_actors
+
+    gcs = ray.get_runtime_context().gcs_address  # other Ray instances may run on this machine
+    actors = list_actors(address=gcs, filters=[("state", "=", "ALIVE")], limit=1000)
+    (pid,) = [a.pid for a in actors if a.class_name == f"ServeReplica:{APP}:Ingress"]
+    with open(f"/proc/{pid}/status") as f:
+        line = next(x for x in f if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_bomb_uploads_are_refused_before_decoding_within_the_memory_bound(server, tmp_path) -> None:
+    one_hertz = _wav(np.zeros(32_000, np.float32), 1)
+    hour = tmp_path / "hour.flac"
+    with sf.SoundFile(hour, "w", 48000, 2, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(360):
+            f.write(np.zeros((480_000, 2), np.int16))
+    before = _ingress_peak_rss()
+    answers = [post_speech(server.base, b, token=TOKEN) for b in (one_hertz, hour.read_bytes())]
+    growth = _ingress_peak_rss() - before
+    print(f"ingress peak RSS grew {growth / 2**20:.1f} MiB")
+    assert answers[0][0] == 400 and "1 Hz" in answers[0][1]
+    assert answers[1][0] == 400 and "3600.0 s" in answers[1][1]
+    assert growth < 32 * 2**20  # docs/serving.md: under 32 MiB per request
+
+
 def test_bad_uploads_get_a_400_naming_the_problem(server, utterance) -> None:
     cases = {
         "thousand_channels": _wav(np.zeros((10, 1000), np.float32), SR),
