@@ -144,6 +144,28 @@ def test_input_commit_after_vad_ended_the_turn_keeps_the_answer(server, utteranc
     assert not [e for e in events if e["type"] == "error"]
 
 
+def test_a_declared_input_rate_is_checked_on_arrival_and_its_frames_are_answered(
+    server, utterance
+) -> None:
+    from opens2s.audio.io import resample
+
+    async def run() -> tuple[dict, list[dict]]:
+        async with connected_session(server.ws, {"max_units": 25}) as (ws, _):
+            bad = await _error_then_alive(
+                ws, json.dumps({"type": "session.update", "session": {"input_sample_rate": 1}})
+            )
+            rate = {"type": "session.update", "session": {"input_sample_rate": 48000}}
+            await ws.send(json.dumps(rate))
+            await receive_until(ws, {"session.updated"})
+            await send_audio(ws, resample(utterance, SR, 48000), frame_samples=4800)
+            return bad, await receive_until(ws, {"response.done", "error"})
+
+    bad, events = asyncio.run(run())
+    assert bad["code"] == "invalid_event" and "input_sample_rate" in bad["message"]
+    assert "8000" in bad["message"]
+    assert events[-1]["type"] == "response.done" and events[-1]["status"] == "completed"
+
+
 def test_idle_sessions_time_out_and_healthz_reports_saturation(server) -> None:
     async def run() -> tuple[dict, dict, int | None]:
         async with connected_session(server.ws) as (a, _), connected_session(server.ws) as (b, _):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soxr
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import ValidationError
@@ -45,7 +46,10 @@ from opens2s.serving.protocol import (
 from opens2s.serving.session import RealtimeSession, Turn
 
 STATIC = Path(__file__).parent / "static"
-_SPEECH_QUERY = frozenset({"token", *(name for name in SessionOptions.model_fields)})
+# input_sample_rate describes WebSocket frames; an upload's header carries its own rate.
+_SPEECH_QUERY = frozenset(
+    {"token", *(name for name in SessionOptions.model_fields if name != "input_sample_rate")}
+)
 _STATIC_FILES = {"app.js": "text/javascript", "pcm-worklet.js": "text/javascript"}
 
 api = FastAPI(title="OpenS2S realtime speech API")
@@ -74,6 +78,8 @@ class _Link:
         self.response_id: str | None = None
         self.voices: list[str] = []
         self.turn_reason: str | None = None
+        self.input_rate = INPUT_SAMPLE_RATE
+        self.resampler: soxr.ResampleStream | None = None
 
     @property
     def responding(self) -> bool:
@@ -414,7 +420,7 @@ class Ingress:
             try:
                 if msg.get("bytes") is not None:
                     pcm = decode_pcm16(msg["bytes"], max_bytes=self.limits.max_frame_bytes)
-                    if not audio_rate.allow(pcm.size / INPUT_SAMPLE_RATE):
+                    if not audio_rate.allow(pcm.size / link.input_rate):
                         self.metrics.error("audio_too_fast")
                         await link.send(
                             error_event(
@@ -424,6 +430,8 @@ class Ingress:
                             )
                         )
                         return
+                    if link.resampler is not None:  # the client declared another rate
+                        pcm = link.resampler.resample_chunk(pcm)
                     # VAD off the event loop: other sessions' events keep flowing meanwhile.
                     events, turn = await asyncio.to_thread(session.push, pcm)
                 else:
@@ -458,6 +466,14 @@ class Ingress:
                     + "null for the server's default voice",
                 )
             session.options = SessionOptions(**(session.options.model_dump() | update))
+            if "input_sample_rate" in update:
+                rate = session.options.input_sample_rate or INPUT_SAMPLE_RATE
+                link.input_rate = rate
+                link.resampler = (
+                    None
+                    if rate == INPUT_SAMPLE_RATE
+                    else soxr.ResampleStream(rate, INPUT_SAMPLE_RATE, 1, "float32", "HQ")
+                )
             return [event("session.updated", session=session.options.model_dump())], None
         if isinstance(ev, InputCommit):
             if link.responding and link.turn_reason == "vad" and not session.in_speech:

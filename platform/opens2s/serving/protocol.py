@@ -52,6 +52,8 @@ class SessionOptions(BaseModel):
     max_text_tokens: int | None = Field(None, gt=0, le=512)
     max_units: int | None = Field(None, gt=0, le=2000)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    input_sample_rate: int | None = Field(None, ge=8000, le=192000)
+    """Rate of the client's PCM16 frames (WebSocket only; None = 16 kHz); resampled to 16 kHz."""
 
 
 class SessionUpdate(BaseModel):
