@@ -120,3 +120,17 @@ def test_max_text_tokens_comes_from_the_model_section(corpus):
 def test_a_record_that_is_not_an_object_is_a_schema_error():
     with pytest.raises(SchemaError, match="expected a JSON object, got list"):
         parse_record([1, 2], record_id="line-7")
+
+
+def test_audio_longer_than_the_model_section_allows_is_refused_from_its_header(corpus, tmp_path):
+    import soundfile as sf
+
+    root, encoder, model = corpus
+    # 3 s of audio where the section allows 2 s: the header says so before any decoding.
+    with sf.SoundFile(tmp_path / "long.wav", "w", samplerate=8000, channels=1) as f:
+        f.write(np.zeros(8000 * 3, np.float32))
+    tight = RecordEncoder(
+        encoder.tokenizer, model.config, tmp_path, ModelSection(max_audio_seconds=2.0)
+    )
+    with pytest.raises(TooLongError, match="too long"):
+        tight.encode(parse_record(_record(audio="long.wav")))

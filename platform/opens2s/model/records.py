@@ -237,9 +237,15 @@ class RecordEncoder:
 
     def load_wave(self, rel: str, record_id: str, field: str) -> np.ndarray:
         """Read one audio item at 16 kHz, checking it exists and its duration is in range."""
+        limit = self.section.max_audio_seconds
         try:
-            wave = load_audio(self._read(rel, record_id, field), SAMPLE_RATE)
-        except (AudioError, FileNotFoundError, OSError) as e:
+            # The header decides a too-long file before a sample is decoded.
+            wave = load_audio(self._read(rel, record_id, field), SAMPLE_RATE, max_seconds=limit)
+        except AudioError as e:
+            if e.problem.startswith("too long"):
+                raise TooLongError(record_id, field, f"{rel}: {e.problem}") from e
+            raise MissingAudioError(record_id, field, f"{rel}: {e}") from e
+        except (FileNotFoundError, OSError) as e:
             raise MissingAudioError(record_id, field, f"{rel}: {e}") from e
         seconds = wave.size / SAMPLE_RATE
         if seconds < self.section.min_audio_seconds:
