@@ -242,3 +242,29 @@ def test_the_training_data_pipeline_encodes_with_the_release_unit_ids(released, 
     sample = RecordEncoder(tokenizer, config, tmp_path).encode(record)
     bias, eos = released.units_bias, released.tts_eos_id
     assert sample["speech_units"][0].tolist() == [bias + 1, bias + 2, eos]
+
+
+@pytest.mark.parametrize("remove", ["tokenizer.json", "model.safetensors.index.json", "tts"])
+def test_a_directory_missing_a_part_says_which(released, tmp_path, remove):
+    import shutil
+
+    path = tmp_path / "partial"
+    shutil.copytree(released.path, path)
+    target = path / remove
+    if target.is_dir():  # tts/ without its tokenizer
+        for f in target.glob("tokenizer*"):
+            f.unlink()
+    else:
+        target.unlink()
+        if remove.startswith("model."):
+            for shard in path.glob("model-*.safetensors"):
+                shard.unlink()
+    with pytest.raises((FileNotFoundError, ValueError)) as err:
+        load_model(path)
+    message = str(err.value)
+    assert "sentencepiece" not in message and "Repo id" not in message
+    assert (
+        ("tokenizer" in message)
+        if remove != "model.safetensors.index.json"
+        else ("weights" in message)
+    )
