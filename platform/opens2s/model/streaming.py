@@ -151,10 +151,11 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, gen: torch.Genera
     return int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
 
 
-def _greedy_picks(logits: torch.Tensor, group: list[DecodeState]) -> list[int] | None:
-    """Every row's argmax in one op when all sessions decode greedily (as ``sample_token``
-    picks at temperature 0), else None: sampled rows draw one by one from their generators."""
-    if all(s.sampling.temperature <= 0 for s in group):
+def _greedy_picks(logits: torch.Tensor, settings: list[SamplingParams]) -> list[int] | None:
+    """Every row's argmax in one op when every row's ``settings`` decode greedily (as
+    ``sample_token`` picks at temperature 0), else None: sampled rows draw one by one from their
+    generators."""
+    if all(p.temperature <= 0 for p in settings):
         return logits.argmax(-1).tolist()
     return None
 
@@ -465,7 +466,7 @@ class StreamingDecoder:
             x = self._llm_embed(ids) if table is None else table[ids]
         hidden, logits = decode_step(self._llm, x, [s.llm_kv for s in group], logits=True)
         projected = self._text_to_tts(hidden[:, -1])
-        greedy = _greedy_picks(logits, group)
+        greedy = _greedy_picks(logits, [s.sampling for s in group])
         for i, s in enumerate(group):
             fed = s.next_token
             if not s.units_done:
@@ -493,13 +494,10 @@ class StreamingDecoder:
         x = inputs[0][None] if len(inputs) == 1 else torch.stack(inputs)
         _, logits = decode_step(self._tts, x, [s.tts_kv for s in group], logits=True)
         logits = self.unit_logits(logits)  # only unit ids and the end of speech are valid
-        picker = self.unit_logits
-        greedy = None
-        if all(s.unit_sampling.temperature <= 0 for s in group):
-            greedy = logits.argmax(-1).tolist()
+        greedy = _greedy_picks(logits, [s.unit_sampling for s in group])
         for i, s in enumerate(group):
             col = greedy[i] if greedy else sample_token(logits[i], s.unit_sampling, s.unit_gen)
-            self._take_unit(s, picker.token(col), events[i])
+            self._take_unit(s, self.unit_logits.token(col), events[i])
 
     def decode(self, wave: np.ndarray | None = None, **start_kwargs) -> Iterator[Event]:
         """One session from start to Done, as a stream of events."""
