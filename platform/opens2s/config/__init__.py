@@ -85,6 +85,13 @@ class PlatformConfig(BaseModel):
 
         return self.data.output.uri or storage.join(self.run_dir, "corpus")
 
+    def continuation_uri(self) -> str:
+        """Where the continuation corpus (speech in, continued text out) lives and the
+        ``understand`` stage reads it: ``<run_dir>/continuation``."""
+        from opens2s import storage
+
+        return storage.join(self.run_dir, "continuation")
+
     def to_yaml(self) -> str:
         """The config as YAML, every field spelled out."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
