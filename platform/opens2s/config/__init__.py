@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from opens2s.config.audio import AudioSection
 from opens2s.config.cluster import ClusterSection
+from opens2s.config.continuation import ContinuationSection
 from opens2s.config.data import DataSection
 from opens2s.config.model import ModelSection
 from opens2s.config.serve import ServeSection
@@ -40,6 +41,7 @@ class PlatformConfig(BaseModel):
     model: ModelSection = ModelSection()
     audio: AudioSection = AudioSection()
     data: DataSection = DataSection()
+    continuation: ContinuationSection = ContinuationSection()
     train: TrainSection = TrainSection()
     serve: ServeSection = ServeSection()
     turn: TurnSection = TurnSection()
@@ -87,10 +89,11 @@ class PlatformConfig(BaseModel):
 
     def continuation_uri(self) -> str:
         """Where the continuation corpus (speech in, continued text out) lives and the
-        ``understand`` stage reads it: ``<run_dir>/continuation``."""
+        ``understand`` stage reads it: ``continuation.output_uri``, else
+        ``<run_dir>/continuation``."""
         from opens2s import storage
 
-        return storage.join(self.run_dir, "continuation")
+        return self.continuation.output_uri or storage.join(self.run_dir, "continuation")
 
     def to_yaml(self) -> str:
         """The config as YAML, every field spelled out."""
@@ -142,6 +145,7 @@ __all__ = [
     "AudioSection",
     "ClusterSection",
     "ConfigError",
+    "ContinuationSection",
     "DataSection",
     "ModelSection",
     "PlatformConfig",
