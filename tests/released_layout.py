@@ -59,13 +59,14 @@ class ReleasedDir:
     state_dict: dict[str, torch.Tensor]
 
 
-def _text_tokenizer() -> PreTrainedTokenizerFast:
+def _text_tokenizer(specials: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """A small byte-level BPE with Qwen's and OpenS2S's special tokens (or ``specials``)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=320,
-        special_tokens=QWEN_SPECIALS + OPENS2S_SPECIALS,
+        special_tokens=QWEN_SPECIALS + OPENS2S_SPECIALS if specials is None else specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )

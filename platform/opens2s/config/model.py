@@ -4,7 +4,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class ComponentsSection(BaseModel):
+    """Separate pretrained parts an OpenS2S model is assembled from (upstream's from-scratch
+    recipe): local HF directories; the adapter and the bridges start fresh."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    audio_encoder: str
+    """A Qwen2-Audio directory (its ``audio_tower.*`` weights), a Qwen2-Audio encoder or a
+    Whisper directory (its ``model.encoder.*`` weights), with ``preprocessor_config.json``."""
+    llm: str
+    """A causal LM directory (Qwen3 in the release) with its tokenizer."""
+    tts_lm: str
+    """A causal LM directory over speech units with its tokenizer (``<|audio_N|>`` tokens, an
+    eos) and ``generation_config.json``."""
 
 
 class ModelSection(BaseModel):
@@ -20,6 +36,9 @@ class ModelSection(BaseModel):
     """Architecture to build when ``checkpoint`` is unset (tiny: random init, CPU seconds)."""
     checkpoint: str | None = None
     """A ``from_pretrained`` directory (exported by training or the released model)."""
+    components: ComponentsSection | None = None
+    """Assemble the model from separate pretrained parts (``model/components.py``) when no
+    ``checkpoint`` is set; the tiny preset's random init otherwise."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
     seed: int = 0
@@ -36,6 +55,15 @@ class ModelSection(BaseModel):
     """Where else records may name audio and speaker embeddings (local directories or s3://
     prefixes). Records are confined to the corpus root otherwise: an absolute path, ``../`` or
     another bucket is refused (``PathOutsideCorpusError``)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSection:
+        if self.checkpoint and self.components:
+            raise ValueError(
+                "model.checkpoint and model.components are both set: a model starts either from "
+                "a saved OpenS2S directory or from separate parts, not both"
+            )
+        return self
 
     @field_validator("interleave_strategy")
     @classmethod

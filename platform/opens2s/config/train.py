@@ -11,7 +11,28 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Stage = Literal["align", "finetune"]
+Stage = Literal["understand", "speak", "align", "finetune"]
+STAGE_ORDER: tuple[str, ...] = ("understand", "speak", "align", "finetune")
+"""The recipe's order (docs/training.md): speech understanding, speech generation, alignment of
+the bridges, empathetic fine-tuning. ``train.stages`` lists a subsequence of it."""
+
+
+class StageSettings(BaseModel):
+    """One stage's own values; anything unset is the train section's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: str | None = None
+    """Corpus root (``shards/*.jsonl``) this stage reads; None: ``understand`` reads the
+    continuation corpus, the other stages the dialogue corpus (see ``opens2s.train.run``)."""
+    lr: float | None = Field(None, gt=0)
+    min_lr: float | None = Field(None, ge=0)
+    warmup_steps: int | None = Field(None, ge=0)
+    max_steps: int | None = Field(None, gt=0)
+    checkpoint_every: int | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+    micro_batch_size: int | None = Field(None, gt=0)
+    grad_accum_steps: int | None = Field(None, gt=0)
 
 
 class LoraSection(BaseModel):
@@ -33,10 +54,16 @@ class TrainSection(BaseModel):
 
     # What to train, from where
     stages: list[Stage] = ["finetune"]
-    """Stages run in order; each later stage starts from the previous stage's final weights.
-    ``align``: audio adapter + llm2tts/llm_ln + spk2tts/spk_ln; ``finetune``: adapter + LLM +
-    TTS LM (+ the bridges). The audio encoder stays frozen in both. The first stage starts from
-    the ``model`` section (``model.checkpoint`` directory, else a random ``model.preset``)."""
+    """Stages run in recipe order (understand, speak, align, finetune); each later stage starts
+    from the previous stage's final weights. ``understand``: the audio adapter, on continuation
+    records (LLM frozen); ``speak``: llm2tts/llm_ln + the TTS LM with spk2tts/spk_ln (LLM
+    frozen); ``align``: audio adapter + llm2tts/llm_ln + spk2tts/spk_ln; ``finetune``: adapter +
+    LLM + TTS LM (+ the bridges). The audio encoder stays frozen in all. The first stage starts
+    from the ``model`` section (``model.checkpoint``, ``model.components``, else a random
+    ``model.preset``)."""
+    stage_settings: dict[Stage, StageSettings] = Field(default_factory=dict)
+    """Per-stage values (corpus, lr, steps ...) over the section's, as the paper's stages differ
+    (e.g. ``understand: {lr: 1e-4}``, ``finetune: {lr: 2e-5}``)."""
     corpus: str | None = None
     """Corpus root (local or s3://) holding ``shards/*.jsonl``; None: where the corpus job writes
     (``data.output.uri``, else ``<run_dir>/corpus``)."""
@@ -89,6 +116,10 @@ class TrainSection(BaseModel):
     """Fractional on a laptop so that Ray Data's encode tasks still get CPUs."""
     use_gpu: bool = False
 
+    gradient_checkpointing: bool = False
+    """Recompute the LLM's, TTS LM's and audio encoder's layer activations in backward instead of
+    keeping them: less memory for a longer step (docs/training.md has the 8B figures)."""
+
     # Output
     export: bool = True
     """Export the last stage's final checkpoint to ``<run_dir>/model`` (save_pretrained dir)."""
@@ -96,7 +127,24 @@ class TrainSection(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> TrainSection:
         if not self.stages:
-            raise ValueError("train.stages is empty; give at least one of: align, finetune")
+            raise ValueError(
+                f"train.stages is empty; give at least one of: {', '.join(STAGE_ORDER)}"
+            )
+        order = [STAGE_ORDER.index(s) for s in self.stages]
+        if order != sorted(set(order)):
+            raise ValueError(
+                f"train.stages {list(self.stages)}: each stage at most once, in recipe order "
+                f"{', '.join(STAGE_ORDER)}"
+            )
+        unused = sorted(set(self.stage_settings) - set(self.stages))
+        if unused:
+            raise ValueError(
+                f"train.stage_settings names {unused}, which train.stages {list(self.stages)} "
+                "does not run"
+            )
+        if self.stage_settings:
+            for stage in self.stages:
+                self.for_stage(stage)  # each stage's own values must pass these checks too
         if self.offload_params and self.zero_stage != 3:
             raise ValueError(
                 f"train.offload_params needs zero_stage 3, got zero_stage {self.zero_stage}"
@@ -109,6 +157,24 @@ class TrainSection(BaseModel):
                 f"train.max_steps ({self.max_steps})"
             )
         return self
+
+    def for_stage(self, stage: Stage) -> TrainSection:
+        """This section with ``stage``'s settings applied (what that stage trains with)."""
+        own = self.stage_settings.get(stage)
+        if own is None:
+            return self
+        values = self.model_dump()
+        values.update(own.model_dump(exclude_none=True, exclude={"corpus"}))
+        values["stage_settings"] = {}
+        try:
+            return TrainSection.model_validate(values)
+        except ValueError as e:
+            raise ValueError(f"train.stage_settings.{stage}: {e}") from e
+
+    def stage_corpus(self, stage: Stage) -> str | None:
+        """The corpus ``stage_settings`` gives ``stage``; None: the stage's default."""
+        own = self.stage_settings.get(stage)
+        return own.corpus if own is not None else None
 
     def global_batch_size(self) -> int:
         """Samples per optimizer step over all workers."""

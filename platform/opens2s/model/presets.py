@@ -165,10 +165,16 @@ def load_model(
 def model_from_section(
     section: ModelSection, audio: AudioSection | None = None
 ) -> tuple[OpenS2SModel, PreTrainedTokenizerFast]:
-    """The model the config asks for: ``checkpoint`` if set, else a random-init ``preset``."""
+    """The model the config asks for: ``checkpoint`` if set, else one assembled from
+    ``components`` (model/components.py), else a random-init ``preset``."""
     dtype = getattr(torch, section.dtype)
     if section.checkpoint:
         return load_model(section.checkpoint, device=section.device, dtype=dtype)
+    if section.components is not None:
+        from opens2s.model.components import assemble_model
+
+        model, tokenizer = assemble_model(section.components, section, audio)
+        return model.to(device=section.device, dtype=dtype), tokenizer
     if section.preset != "tiny":
         raise ValueError(
             f"model.preset={section.preset!r} has no bundled tokenizer: set model.checkpoint to a "

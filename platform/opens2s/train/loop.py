@@ -36,7 +36,12 @@ from opens2s.train.deepspeed_config import (
 )
 from opens2s.train.metrics import MetricsLog
 from opens2s.train.model_source import build_initial_model
-from opens2s.train.stages import add_lora, apply_stage, stage_lora
+from opens2s.train.stages import (
+    add_lora,
+    apply_stage,
+    enable_gradient_checkpointing,
+    stage_lora,
+)
 
 NOT_INPUTS = ("ids",)
 """Batch keys that are not model inputs (record ids, kept for debugging)."""
@@ -84,12 +89,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if not on_gpu:
         skip_shm_comm_build()
 
-    # 1. Model, stage freeze set, optional LoRA.
+    # 1. Model, stage freeze set, optional LoRA, optional activation recomputation.
     model, tokenizer = build_initial_model(cfg.source, cfg.audio)
+    model.train()  # as HF's Trainer does: dropout as configured, checkpointing active
     apply_stage(model, cfg.stage)
     lora = stage_lora(train.lora, cfg.stage)
     if lora is not None:
         add_lora(model, lora)
+    if train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)  # before ZeRO-3 partitions them
 

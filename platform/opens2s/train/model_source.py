@@ -31,12 +31,17 @@ def build_initial_model(section: ModelSection, audio: AudioSection) -> tuple[Any
 
 
 def config_and_tokenizer(section: ModelSection, audio: AudioSection) -> tuple[Any, Any]:
-    """(OpenS2SConfig, tokenizer) of the model, without building its weights."""
+    """(OpenS2SConfig, tokenizer) of the model, without building its weights (a checkpoint's,
+    the parts' of ``components``, else the preset's)."""
     from opens2s.model import build_tokenizer
     from opens2s.model.layout import read_config_and_tokenizer
     from opens2s.model.presets import preset_config
 
     section = _local_checkpoint(section)
+    if section.components is not None and not section.checkpoint:
+        from opens2s.model.components import assemble_config_and_tokenizer
+
+        return assemble_config_and_tokenizer(section.components, section, audio)
     if section.checkpoint:
         # The released layout's unit ids (tts/), as load_model applies them: records with
         # <|audio_N|> become the release's TTS ids.

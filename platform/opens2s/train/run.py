@@ -99,9 +99,21 @@ def stage_dir(cfg: PlatformConfig, stage: str) -> str:
 
 
 def corpus_uri(cfg: PlatformConfig) -> str:
-    """The corpus training reads: ``train.corpus``, else where the corpus job writes it
+    """The dialogue corpus training reads: ``train.corpus``, else where the corpus job writes it
     (``data.output.uri``, else ``<run_dir>/corpus``)."""
     return cfg.train.corpus or cfg.corpus_uri()
+
+
+def stage_corpus_uri(cfg: PlatformConfig, stage: Stage) -> str:
+    """The corpus ``stage`` reads: its ``train.stage_settings`` corpus, else the continuation
+    corpus for ``understand`` (speech in, continued text out) and the dialogue corpus for the
+    others (``speak`` learns from its assistant speech, align and finetune from all of it)."""
+    own = cfg.train.stage_corpus(stage)
+    if own:
+        return own
+    if stage == "understand":
+        return cfg.continuation_uri()
+    return corpus_uri(cfg)
 
 
 def run_training(cfg: PlatformConfig, *, kill: KillWorker | None = None) -> TrainSummary:
@@ -148,7 +160,7 @@ def fit_stage(
     cfg = _with_absolute_paths(cfg)
     if source.checkpoint:
         source = source.model_copy(update={"checkpoint": _absolute(source.checkpoint)})
-    train = cfg.train
+    train = cfg.train.for_stage(stage)
     out_dir = stage_dir(cfg, stage)
     metrics_uri = storage.join(out_dir, "metrics.jsonl")
     tally_name = f"record-errors-{stage}-{uuid.uuid4().hex[:8]}"
@@ -156,7 +168,7 @@ def fit_stage(
     t0 = time.perf_counter()
     forgot = checkpoints.forget_missing(out_dir, say=lambda line: print(f"[train:{stage}] {line}"))
     try:
-        dataset = corpus_dataset(corpus_uri(cfg), source, cfg.audio, tally_name)
+        dataset = corpus_dataset(stage_corpus_uri(cfg, stage), source, cfg.audio, tally_name)
         if train.materialize_corpus:
             dataset = dataset.materialize()
         fs, storage_path = storage.pyarrow_filesystem(storage.join(cfg.run_dir, "train"))

@@ -1,8 +1,12 @@
 """Training stages: which parameters each stage trains, and LoRA on the LLM.
 
-As OpenS2S trains: ``align`` teaches the bridges (audio adapter, llm2tts + llm_ln, the TTS LM's
-speaker projection spk2tts + spk_ln) with everything else frozen; ``finetune`` trains the audio
-adapter, the LLM and the TTS LM (bridges included). The audio encoder is frozen in both.
+The recipe (docs/training.md): ``understand`` trains the audio adapter on continuation records
+(speech in, the text an LLM continued from its transcript out) with the LLM frozen, as BLSP-Emo
+pretrains; ``speak`` trains the TTS side (llm2tts + llm_ln and the TTS LM with its speaker
+projection spk2tts + spk_ln) on speech the LLM's hidden states describe, the LLM frozen;
+``align`` teaches all the bridges (audio adapter, llm2tts + llm_ln, spk2tts + spk_ln) with
+everything else frozen, as upstream's from-scratch script does; ``finetune`` trains the audio
+adapter, the LLM and the TTS LM (bridges included). The audio encoder is frozen in every stage.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from torch import nn
 from opens2s.config.train import LoraSection, Stage
 
 TRAINABLE_PREFIXES: dict[str, tuple[str, ...]] = {
+    # Text-only targets give the TTS-side bridges no signal: they stay frozen (weight decay
+    # would otherwise shrink them for nothing).
+    "understand": ("audio_adapter.",),
+    "speak": ("llm2tts.", "llm_ln.", "tts_lm_model."),
     "align": (
         "audio_adapter.",
         "llm2tts.",
@@ -49,6 +57,13 @@ def apply_stage(model: nn.Module, stage: Stage) -> list[str]:
             f"stage {stage!r} trains parameters named {prefixes}, but the model has none of them"
         )
     return trainable
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> int:
+    """Recompute layer activations in backward (non-reentrant, so frozen inputs are fine);
+    returns how many submodules now checkpoint their layers."""
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    return sum(1 for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True)
 
 
 def stage_lora(lora: LoraSection | None, stage: Stage) -> LoraSection | None:
