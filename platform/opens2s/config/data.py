@@ -135,6 +135,10 @@ class OutputSettings(_Stage):
     speaker_embedding: bool = True
     """Embed the assistant voice once (audio.speaker_encoder) into spk/assistant.npy and point
     every assistant item's spk_emb at it; False leaves spk_emb empty (the model uses zeros)."""
+    held_out_fraction: float = Field(0.0, ge=0, lt=1)
+    """Share of kept dialogues written to ``held_out/`` instead of ``shards/``: the eval split,
+    never trained on. Chosen by a hash of the sample id (the same dialogue stays held out when
+    the corpus grows); 0 = none (the demo trains on all of its 6)."""
 
 
 class DataSection(BaseModel):

@@ -2,22 +2,27 @@
 
 Layout under the corpus root (local path or s3://)::
 
-    shards/shard-00000.jsonl        OpenS2S records of the shard's kept dialogues
+    shards/shard-00000.jsonl        OpenS2S records of the shard's kept dialogues (training)
+    held_out/shard-00000.jsonl      records of its held-out dialogues (eval only, never trained on)
     audio/<id>/<turn>_<role>.flac   rendered turns (user audio is what the records point to)
     parts/manifest/shard-00000.parquet, parts/quarantine/shard-00000.jsonl   per-shard parts
     manifest.parquet, quarantine.jsonl, summary.json    merged at the end of every run
     units/tokenizer.npz             the unit tokenizer that made speech_units
     spk/assistant.npy               the assistant voice's speaker embedding (records point to it)
 
-A shard is committed by writing its JSONL last, after its audio and its parts: a shard whose JSONL
+A kept dialogue is held out for evaluation when its id hashes below
+``data.output.held_out_fraction`` (:func:`is_held_out`): deterministic by sample id, so a dialogue
+never moves between the splits when the corpus grows. A shard is committed by writing its JSONL last, after its audio and its parts: a shard whose JSONL
 exists is complete, and a rerun skips it. Everything else is rewritten identically on a rerun
 (deterministic ids and paths), so a killed run leaves nothing that a rerun would duplicate.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -30,6 +35,7 @@ from opens2s.data.sample import Sample
 
 STAGE = "output"
 SHARDS_DIR = "shards"
+HELD_OUT_DIR = "held_out"
 AUDIO_DIR = "audio"
 MANIFEST_PARTS = "parts/manifest"
 QUARANTINE_PARTS = "parts/quarantine"
@@ -49,6 +55,15 @@ def shard_name(shard: int) -> str:
 def shard_uri(root: str, shard: int) -> str:
     """Where the records of ``shard`` live."""
     return storage.join(root, SHARDS_DIR, shard_name(shard) + ".jsonl")
+
+
+def is_held_out(sample_id: str, fraction: float) -> bool:
+    """Whether dialogue ``sample_id`` belongs to the held-out eval split (its SHA-1 below
+    ``fraction`` of the hash space)."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha1(f"opens2s-held-out:{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < fraction * 2**64
 
 
 def completed_shards(root: str) -> set[int]:
@@ -92,6 +107,9 @@ class AudioWriter:
                 s.drop(STAGE, f"writing audio failed: {type(e).__name__}: {e}")
             s.waves = {}
         return samples
+
+
+_UNIT = re.compile(r"<\|audio_(\d+)\|>")
 
 
 def units_text(units: list[int]) -> str:
@@ -188,10 +206,19 @@ def _parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
     return buf.getvalue()
 
 
-def write_shard(root: str, shard: int, samples: list[Sample], assistant_spk_emb: str = "") -> None:
-    """Commit one shard: manifest part, quarantine part, then the records (the commit marker)."""
+def write_shard(
+    root: str,
+    shard: int,
+    samples: list[Sample],
+    assistant_spk_emb: str = "",
+    held_out_fraction: float = 0.0,
+) -> None:
+    """Commit one shard: manifest part, quarantine part, held-out records, then the training
+    records (the commit marker)."""
     samples = sorted(samples, key=lambda s: s.index)
     kept = [s for s in samples if s.ok]
+    held = [s for s in kept if is_held_out(s.id, held_out_fraction)]
+    held_ids = {s.id for s in held}
     dropped = [s for s in samples if not s.ok]
     name = shard_name(shard)
     storage.write_bytes(
@@ -202,9 +229,18 @@ def write_shard(root: str, shard: int, samples: list[Sample], assistant_spk_emb:
         storage.join(root, QUARANTINE_PARTS, name + ".jsonl"),
         "".join(json.dumps(quarantine_row(s)) + "\n" for s in dropped),
     )
+    held_uri = storage.join(root, HELD_OUT_DIR, name + ".jsonl")
+    if held or storage.exists(held_uri):
+        storage.write_text(
+            held_uri, "".join(json.dumps(record_for(s, assistant_spk_emb)) + "\n" for s in held)
+        )
     storage.write_text(
         shard_uri(root, shard),
-        "".join(json.dumps(record_for(s, assistant_spk_emb)) + "\n" for s in kept),
+        "".join(
+            json.dumps(record_for(s, assistant_spk_emb)) + "\n"
+            for s in kept
+            if s.id not in held_ids
+        ),
     )
 
 
@@ -244,3 +280,65 @@ def merge_parts(root: str) -> tuple[pa.Table, list[dict[str, Any]]]:
         storage.join(root, QUARANTINE), "".join(json.dumps(q) + "\n" for q in quarantine)
     )
     return manifest, quarantine
+
+
+def record_files(root: str, split: str = "train") -> list[str]:
+    """The record JSONL URIs of a split (``train``: ``shards/``, ``held_out``: ``held_out/``),
+    in name order."""
+    folder = {"train": SHARDS_DIR, "held_out": HELD_OUT_DIR}[split]
+    return sorted(
+        u for u in storage.list_prefix(storage.join(root, folder)) if u.endswith(".jsonl")
+    )
+
+
+def held_out_count(root: str) -> int:
+    """Dialogues in the held-out split."""
+    return sum(
+        1
+        for u in record_files(root, "held_out")
+        for line in storage.read_text(u).splitlines()
+        if line.strip()
+    )
+
+
+def manifest_rows(root: str) -> dict[str, dict[str, Any]]:
+    """Record id -> its manifest row's ``emotion`` and ``speaker``; empty without a manifest."""
+    uri = storage.join(root, MANIFEST)
+    if not storage.exists(uri):
+        return {}
+    table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=["id", "emotion", "speaker"])
+    return {row["id"]: row for row in table.to_pylist()}
+
+
+def first_exchanges(
+    root: str, split: str = "train", limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The first user-audio question and its answer of each dialogue of a split, in record order:
+    ``{"id", "question_audio" (URI), "answer_text", "answer_units" (ids)}``; dialogues without
+    such an exchange are left out. Stops after ``limit`` exchanges."""
+    found: list[dict[str, Any]] = []
+    for uri in record_files(root, split):
+        for line in storage.read_text(uri).splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            msgs = rec.get("messages", [])
+            for user, assistant in zip(msgs, msgs[1:], strict=False):
+                if user["role"] != "user" or assistant["role"] != "assistant":
+                    continue
+                audio = user["content"][0].get("audio")
+                text = assistant["content"][0].get("text", "")
+                if audio and text:
+                    units = assistant["content"][0].get("speech_units", "")
+                    found.append(
+                        {
+                            "id": rec["id"],
+                            "question_audio": storage.join(root, audio),
+                            "answer_text": text,
+                            "answer_units": [int(u) for u in _UNIT.findall(units)],
+                        }
+                    )
+                break  # the first exchange of each dialogue
+            if limit is not None and len(found) >= limit:
+                return found
+    return found

@@ -303,6 +303,8 @@ def _content_settings(cfg: PlatformConfig) -> dict[str, Any]:
         "speaker_embedding": d.output.speaker_embedding,
         "units": d.units.model_dump(exclude={"fit_dialogues"}),
         "audio": cfg.audio.model_dump(include=_AUDIO_CONTENT_FIELDS),
+        # only when set: corpora built before the split existed resume unchanged
+        **({"held_out_fraction": f} if (f := d.output.held_out_fraction) else {}),
     }
 
 
@@ -455,6 +457,7 @@ def commit_shards(
     log: Log = print,
     assistant_spk_emb: str = "",
     salvage: Callable[[list[int]], Iterable[Sample]] | None = None,
+    held_out_fraction: float = 0.0,
 ) -> None:
     """Gather finished samples per shard and commit each shard as soon as all of its samples
     (``expected``: shard -> sample indices) are back. Samples missing at the end (their Ray Data
@@ -469,7 +472,9 @@ def commit_shards(
             continue
         shard[sample.id] = sample
         if len(shard) == len(expected[sample.shard]):
-            output.write_shard(root, sample.shard, list(shard.values()), assistant_spk_emb)
+            output.write_shard(
+                root, sample.shard, list(shard.values()), assistant_spk_emb, held_out_fraction
+            )
             committed += 1
             kept = sum(s.ok for s in shard.values())
             log(
@@ -505,7 +510,7 @@ def commit_shards(
                 sample.drop("worker", "lost: the Ray worker processing it failed (crash or OOM)")
                 got[sid] = sample
                 lost += 1
-        output.write_shard(root, shard_no, list(got.values()), assistant_spk_emb)
+        output.write_shard(root, shard_no, list(got.values()), assistant_spk_emb, held_out_fraction)
         log(f"[corpus] shard {shard_no:05d} committed with {lost} lost samples quarantined")
 
 
@@ -553,7 +558,16 @@ def build_corpus(cfg: PlatformConfig, *, log: Log = print) -> dict[str, Any]:
         def salvage(missing: list[int]) -> Iterable[Sample]:
             return salvage_samples(missing, stages, *run, ScenarioStep(scen, size))
 
-        commit_shards(_samples_of(ds), root, expected, scen, log, spk_emb, salvage)
+        commit_shards(
+            _samples_of(ds),
+            root,
+            expected,
+            scen,
+            log,
+            spk_emb,
+            salvage,
+            held_out_fraction=d.output.held_out_fraction,
+        )
     manifest, quarantine = output.merge_parts(root)
     result = summary.summarize(
         root,

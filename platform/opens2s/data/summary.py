@@ -47,6 +47,7 @@ def summarize(
         "dialogues_written": len(rows),
         "dialogues_quarantined": len(quarantine),
         "shards": len(output.completed_shards(root)),
+        "held_out_dialogues": output.held_out_count(root),
         "hours": round(seconds / 3600, 4),
         "user_hours": round(sum(r["user_seconds"] for r in rows) / 3600, 4),
         "assistant_hours": round(sum(r["assistant_seconds"] for r in rows) / 3600, 4),

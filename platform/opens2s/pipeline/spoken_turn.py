@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import statistics
 import time
 import urllib.parse
@@ -30,7 +29,6 @@ from opens2s import storage
 from opens2s.config import PlatformConfig
 
 INPUT_SAMPLE_RATE = 16000
-_UNIT = re.compile(r"<\|audio_(\d+)\|>")
 
 
 @dataclass
@@ -63,54 +61,23 @@ class Answer:
     status: str | None
 
 
-def _manifest_rows(corpus_root: str) -> dict[str, dict[str, Any]]:
-    """Record id -> its corpus manifest row (emotion, speaker...); empty without a manifest."""
-    uri = storage.join(corpus_root, "manifest.parquet")
-    if not storage.exists(uri):
-        return {}
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=["id", "emotion", "speaker"])
-    return {row["id"]: row for row in table.to_pylist()}
-
-
 def test_dialogues(corpus_root: str, n: int) -> list[TestDialogue]:
     """Up to ``n`` dialogues (by shard order) with a user audio turn followed by an answer, with
     distinct answers, picked so that emotions spread (one per emotion before any repeats)."""
-    shards = sorted(
-        u for u in storage.list_prefix(storage.join(corpus_root, "shards")) if u.endswith(".jsonl")
-    )
-    meta = _manifest_rows(corpus_root)
-    found: list[TestDialogue] = []
-    for shard in shards:
-        for line in storage.read_text(shard).splitlines():
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            msgs = rec.get("messages", [])
-            for user, assistant in zip(msgs, msgs[1:], strict=False):
-                if user["role"] != "user" or assistant["role"] != "assistant":
-                    continue
-                audio = user["content"][0].get("audio")
-                text = assistant["content"][0].get("text", "")
-                units = [
-                    int(u) for u in _UNIT.findall(assistant["content"][0].get("speech_units", ""))
-                ]
-                if audio and text:
-                    row = meta.get(rec["id"], {})
-                    found.append(
-                        TestDialogue(
-                            rec["id"],
-                            storage.join(corpus_root, audio),
-                            text,
-                            units,
-                            row.get("emotion"),
-                            row.get("speaker"),
-                        )
-                    )
-                break  # the first exchange of each dialogue
-        if len(found) >= 8 * n:
-            break
+    from opens2s.data.output import first_exchanges, manifest_rows
+
+    meta = manifest_rows(corpus_root)
+    found = [
+        TestDialogue(
+            ex["id"],
+            ex["question_audio"],
+            ex["answer_text"],
+            ex["answer_units"],
+            meta.get(ex["id"], {}).get("emotion"),
+            meta.get(ex["id"], {}).get("speaker"),
+        )
+        for ex in first_exchanges(corpus_root, "train", limit=8 * n)
+    ]
     if not found:
         raise RuntimeError(
             f"no dialogue with a user audio turn and an answer in {corpus_root}/shards"
