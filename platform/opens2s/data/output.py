@@ -157,6 +157,7 @@ def manifest_row(sample: Sample) -> dict[str, Any]:
         "clipped_fraction_max": sample.checks.get("clipped_fraction_max"),
         "wer_max": sample.checks.get("wer_max"),
         "audio": json.dumps([t.audio for t in sample.turns]),
+        "texts": json.dumps([t.text for t in sample.turns]),
         "stage_seconds": json.dumps(sample.timings),
     }
 
@@ -180,6 +181,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("clipped_fraction_max", pa.float64()),
         ("wer_max", pa.float64()),
         ("audio", pa.string()),
+        ("texts", pa.string()),
         ("stage_seconds", pa.string()),
     ]
 )
@@ -199,8 +201,8 @@ def quarantine_row(sample: Sample) -> dict[str, Any]:
     }
 
 
-def _parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
-    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+def _parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema = MANIFEST_SCHEMA) -> bytes:
+    table = pa.Table.from_pylist(rows, schema=schema)
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
@@ -220,31 +222,44 @@ def write_shard(
     held = [s for s in kept if is_held_out(s.id, held_out_fraction)]
     held_ids = {s.id for s in held}
     dropped = [s for s in samples if not s.ok]
+    commit_shard(
+        root,
+        shard,
+        [record_for(s, assistant_spk_emb) for s in kept if s.id not in held_ids],
+        [manifest_row(s) for s in kept],
+        [quarantine_row(s) for s in dropped],
+        held_out_records=[record_for(s, assistant_spk_emb) for s in held],
+    )
+
+
+def commit_shard(
+    root: str,
+    shard: int,
+    records: list[dict[str, Any]],
+    manifest_rows: list[dict[str, Any]],
+    quarantine_rows: list[dict[str, Any]],
+    schema: pa.Schema = MANIFEST_SCHEMA,
+    held_out_records: list[dict[str, Any]] | None = None,
+) -> None:
+    """Commit one shard of any corpus (dialogues, continuations): manifest part (``schema``),
+    quarantine part, held-out records, then the training records (the commit marker)."""
     name = shard_name(shard)
     storage.write_bytes(
-        storage.join(root, MANIFEST_PARTS, name + ".parquet"),
-        _parquet_bytes([manifest_row(s) for s in kept]),
+        storage.join(root, MANIFEST_PARTS, name + ".parquet"), _parquet_bytes(manifest_rows, schema)
     )
     storage.write_text(
         storage.join(root, QUARANTINE_PARTS, name + ".jsonl"),
-        "".join(json.dumps(quarantine_row(s)) + "\n" for s in dropped),
+        "".join(json.dumps(q) + "\n" for q in quarantine_rows),
     )
     held_uri = storage.join(root, HELD_OUT_DIR, name + ".jsonl")
-    if held or storage.exists(held_uri):
-        storage.write_text(
-            held_uri, "".join(json.dumps(record_for(s, assistant_spk_emb)) + "\n" for s in held)
-        )
-    storage.write_text(
-        shard_uri(root, shard),
-        "".join(
-            json.dumps(record_for(s, assistant_spk_emb)) + "\n"
-            for s in kept
-            if s.id not in held_ids
-        ),
-    )
+    if held_out_records or storage.exists(held_uri):
+        storage.write_text(held_uri, "".join(json.dumps(r) + "\n" for r in held_out_records or []))
+    storage.write_text(shard_uri(root, shard), "".join(json.dumps(r) + "\n" for r in records))
 
 
-def read_manifest_parts(root: str, shards: set[int] | None = None) -> pa.Table:
+def read_manifest_parts(
+    root: str, shards: set[int] | None = None, schema: pa.Schema = MANIFEST_SCHEMA
+) -> pa.Table:
     """The manifest rows of committed shards (all, or those in ``shards``)."""
     done = completed_shards(root) if shards is None else shards
     tables = []
@@ -253,8 +268,9 @@ def read_manifest_parts(root: str, shards: set[int] | None = None) -> pa.Table:
         if storage.exists(uri):
             tables.append(pq.read_table(io.BytesIO(storage.read_bytes(uri))))
     if not tables:
-        return MANIFEST_SCHEMA.empty_table()
-    return pa.concat_tables(tables)
+        return schema.empty_table()
+    # Parts written before a column was added lack it: it reads as null there.
+    return pa.concat_tables(tables, promote_options="default")
 
 
 def read_quarantine_parts(root: str, shards: set[int] | None = None) -> list[dict[str, Any]]:
@@ -268,10 +284,12 @@ def read_quarantine_parts(root: str, shards: set[int] | None = None) -> list[dic
     return rows
 
 
-def merge_parts(root: str) -> tuple[pa.Table, list[dict[str, Any]]]:
+def merge_parts(
+    root: str, schema: pa.Schema = MANIFEST_SCHEMA
+) -> tuple[pa.Table, list[dict[str, Any]]]:
     """Write ``manifest.parquet`` and ``quarantine.jsonl`` from the parts of committed shards."""
     shards = completed_shards(root)
-    manifest = read_manifest_parts(root, shards)
+    manifest = read_manifest_parts(root, shards, schema)
     quarantine = read_quarantine_parts(root, shards)
     buf = io.BytesIO()
     pq.write_table(manifest, buf)

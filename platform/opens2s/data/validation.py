@@ -59,21 +59,31 @@ def problem_with_turns(
             f"{exchanges} exchanges, expected {scenarios.min_exchanges}..{scenarios.max_exchanges}"
         )
     for i, t in enumerate(turns):
-        bad = sorted(set(_SPEAKABLE.sub("", t.text)))
-        if bad:
-            return f"turn {i} has characters the TTS cannot speak: {''.join(bad)!r}"
-        words = _WORD.findall(t.text)
-        if not settings.min_words_per_turn <= len(words) <= settings.max_words_per_turn:
-            return (
-                f"turn {i} has {len(words)} words, expected {settings.min_words_per_turn}.."
-                f"{settings.max_words_per_turn}"
-            )
-        english = sum(1 for w in words if _ENGLISH_WORD.match(w))
-        if english / len(words) < settings.min_english_ratio:
-            return f"turn {i} is not English text ({english}/{len(words)} plain English words)"
-        if len(words) >= 4 and not any(w.lower() in _FUNCTION_WORDS for w in words):
-            return f"turn {i} is not English text (no common English word in {len(words)} words)"
+        problem = problem_with_text(t.text, settings)
+        if problem:
+            return f"turn {i} {problem}"
     return None
+
+
+def problem_with_text(text: str, settings: ValidationSettings, *, speakable: bool = True) -> str:
+    """What is wrong with one text (a turn, a continuation): characters the TTS cannot speak
+    (when ``speakable``), word count, not English; "" when nothing is."""
+    if speakable:
+        bad = sorted(set(_SPEAKABLE.sub("", text)))
+        if bad:
+            return f"has characters the TTS cannot speak: {''.join(bad)!r}"
+    words = _WORD.findall(text)
+    if not settings.min_words_per_turn <= len(words) <= settings.max_words_per_turn:
+        return (
+            f"has {len(words)} words, expected {settings.min_words_per_turn}.."
+            f"{settings.max_words_per_turn}"
+        )
+    english = sum(1 for w in words if _ENGLISH_WORD.match(w))
+    if english / len(words) < settings.min_english_ratio:
+        return f"is not English text ({english}/{len(words)} plain English words)"
+    if len(words) >= 4 and not any(w.lower() in _FUNCTION_WORDS for w in words):
+        return f"is not English text (no common English word in {len(words)} words)"
+    return ""
 
 
 def validate_scripts(
