@@ -18,6 +18,7 @@ from opens2s.config.audio import AudioSection
 from opens2s.config.cluster import ClusterSection
 from opens2s.config.continuation import ContinuationSection
 from opens2s.config.data import DataSection
+from opens2s.config.eval import EvalSection
 from opens2s.config.model import ModelSection
 from opens2s.config.serve import ServeSection
 from opens2s.config.train import TrainSection
@@ -45,6 +46,7 @@ class PlatformConfig(BaseModel):
     train: TrainSection = TrainSection()
     serve: ServeSection = ServeSection()
     turn: TurnSection = TurnSection()
+    eval: EvalSection = EvalSection()
     cluster: ClusterSection = ClusterSection()
 
     @model_validator(mode="after")
@@ -147,6 +149,7 @@ __all__ = [
     "ConfigError",
     "ContinuationSection",
     "DataSection",
+    "EvalSection",
     "ModelSection",
     "PlatformConfig",
     "ServeSection",
