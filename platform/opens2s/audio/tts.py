@@ -156,7 +156,7 @@ PROFILES: dict[str, ProsodyProfile] = {
     "sad": ProsodyProfile(-12, 0.45, 0.78, 0.70, 180, 30),
     "angry": ProsodyProfile(10, 1.7, 1.12, 1.45, 0, 0),
     "fearful": ProsodyProfile(20, 1.7, 1.28, 1.0, 90, 0),
-    "surprised": ProsodyProfile(14, 2.0, 1.05, 1.15, 60, 0),
+    "surprised": ProsodyProfile(14, 2.0, 1.05, 1.15, 0, 0),
     "disgusted": ProsodyProfile(-24, 1.2, 0.75, 0.85, 140, 20),
 }
 

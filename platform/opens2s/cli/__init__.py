@@ -7,6 +7,7 @@ import typer
 
 from opens2s.cli import cluster as cluster_cli
 from opens2s.cli import corpus as corpus_cli
+from opens2s.cli import eval as eval_cli
 from opens2s.cli import model as model_cli
 from opens2s.cli import pipeline as pipeline_cli
 from opens2s.cli import serve as serve_cli
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.add_typer(model_cli.app, name="model", help="Inspect and talk to a model.")
 app.add_typer(corpus_cli.app, name="corpus", help="Build and inspect the speech-dialogue corpus.")
 app.add_typer(cluster_cli.app, name="cluster", help="Render KubeRay manifests from the config.")
+app.add_typer(eval_cli.app, name="eval", help="Score a model on a spoken eval set; compare runs.")
 app.command("train", help="Train on a corpus with Ray Train + DeepSpeed.")(train_cli.train)
 app.command("serve", help="Serve the model on Ray Serve (WebSocket, HTTP, web page).")(
     serve_cli.serve
