@@ -25,7 +25,8 @@ from opens2s.pipeline.runner import PipelineError, run_steps
 from opens2s.pipeline.summary import format_summary
 
 ROOT = Path(__file__).resolve().parents[1]
-BATCH_STEPS = ("units", "corpus", "align", "finetune")
+RECIPE = ("understand", "speak", "align", "finetune")
+BATCH_STEPS = ("units", "corpus", "continuation", *RECIPE)
 # Read once: both runs of this module must see the same tiny.yaml even while it is being edited.
 TINY_YAML = (ROOT / "jobs/configs/tiny.yaml").read_text()
 
@@ -33,9 +34,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def tiny_pipeline_config(
-    run_dir: Path, serve_port: int, stages: tuple[str, ...] = ("align", "finetune")
+    run_dir: Path, serve_port: int, stages: tuple[str, ...] = RECIPE
 ) -> PlatformConfig:
-    """tiny.yaml with a few dialogues and two steps per stage."""
+    """tiny.yaml with a few dialogues and two steps per stage (the whole recipe by default:
+    continuation corpus, understand, speak, align, finetune)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "tiny.yaml").write_text(TINY_YAML)
     return load_config(
@@ -74,9 +76,10 @@ class LocalRun:
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir)
         self.first = run_steps(cfg, steps_between(None, "finetune"))
-        self.before = {d: _files(self.run_dir / d) for d in ("corpus", "train")}
+        dirs = ("corpus", "continuation", "train")
+        self.before = {d: _files(self.run_dir / d) for d in dirs}
         self.second = run_local(cfg)
-        self.after = {d: _files(self.run_dir / d) for d in ("corpus", "train")}
+        self.after = {d: _files(self.run_dir / d) for d in dirs}
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +102,12 @@ def ray_head():
 
 def test_interrupted_after_training_a_rerun_redoes_neither_corpus_nor_training(local_run) -> None:
     first, second = local_run.first, local_run.second
-    assert [first.steps[s].status for s in BATCH_STEPS] == ["done"] * 4
+    assert [first.steps[s].status for s in BATCH_STEPS] == ["done"] * len(BATCH_STEPS)
     assert [first.steps[s].status for s in ("export", "serve", "turn")] == ["pending"] * 3
-    assert [second.steps[s].status for s in BATCH_STEPS] == ["skipped"] * 4
+    assert [second.steps[s].status for s in BATCH_STEPS] == ["skipped"] * len(BATCH_STEPS)
     assert [second.steps[s].status for s in ("export", "serve", "turn")] == ["done"] * 3
     # Nothing under corpus/ or train/ was rewritten by the rerun.
-    for d in ("corpus", "train"):
+    for d in ("corpus", "continuation", "train"):
         assert local_run.after[d] == local_run.before[d], d
     assert (
         second.steps["finetune"].outputs["checkpoint"]
@@ -115,8 +118,14 @@ def test_interrupted_after_training_a_rerun_redoes_neither_corpus_nor_training(l
 def test_pipeline_leaves_corpus_summary_loss_plot_model_answer_wav_and_ttfa(local_run) -> None:
     m = RunManifest.load(local_run.cfg.run_dir)
     assert json.loads(Path(m.steps["corpus"].outputs["summary"]).read_text())
-    for stage in ("align", "finetune"):
+    for stage in RECIPE:
         assert Path(m.steps[stage].outputs["loss_plot"]).stat().st_size > 0
+    # Each stage started from the one before it and trained on its own corpus: understand on
+    # the continuation records (text targets only), the others on the dialogue corpus.
+    continuation = json.loads(Path(m.steps["continuation"].outputs["summary"]).read_text())
+    assert continuation["records_written"] > 0
+    assert m.steps["understand"].detail["final_loss"]["tts_loss"] == 0.0
+    assert m.steps["speak"].detail["final_loss"]["tts_loss"] > 0.0
     assert (Path(m.steps["export"].outputs["model"]) / "config.json").is_file()
     wave, sr = sf.read(m.steps["turn"].outputs["answer"])
     assert sr > 0 and len(wave) > 0 and np.abs(wave).max() > 0
@@ -147,7 +156,8 @@ def test_address_run_through_the_jobs_api_gives_the_same_outputs(local_run, ray_
     cfg = tiny_pipeline_config(tmp_path / "run", free_port(), stages=("finetune",))
     manifest = run_steps_as_jobs(cfg, ray_head.address, log=print)
     assert manifest.mode == "jobs"
-    expected = {s: "done" for s in STEPS} | {"align": "skipped"}
+    skipped = ("continuation", "understand", "speak", "align")
+    expected = {s: "done" for s in STEPS} | {s: "skipped" for s in skipped}
     assert {s: manifest.steps[s].status for s in STEPS} == expected
     # One Ray job per group (corpus, train, serve), each step's record naming its group's job.
     jobs = {

@@ -18,7 +18,15 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_steps_between_selects_a_range_and_names_bad_steps() -> None:
     assert steps_between() == STEPS
-    assert steps_between(None, "finetune") == ("units", "corpus", "align", "finetune")
+    assert steps_between(None, "finetune") == (
+        "units",
+        "corpus",
+        "continuation",
+        "understand",
+        "speak",
+        "align",
+        "finetune",
+    )
     assert steps_between("export", None) == ("export", "serve", "turn")
     with pytest.raises(ValueError, match="unknown pipeline step 'trian'"):
         steps_between(None, "trian")

@@ -8,23 +8,42 @@ from __future__ import annotations
 
 from opens2s import storage
 from opens2s.config import PlatformConfig
+from opens2s.config.train import STAGE_ORDER
 
-STEPS: tuple[str, ...] = ("units", "corpus", "align", "finetune", "export", "serve", "turn")
+STEPS: tuple[str, ...] = (
+    "units",
+    "corpus",
+    "continuation",
+    *STAGE_ORDER,
+    "export",
+    "serve",
+    "turn",
+)
 """units: fit the k-means unit tokenizer on a sample of rendered assistant speech (first, because
 the corpus records carry speech units); corpus: build the speech-dialogue corpus (scripts, TTS,
-units, filters, shards); align, finetune: the training stages listed in ``train.stages``;
+units, filters, shards); continuation: the speech-understanding corpus (only when ``understand``
+trains); understand, speak, align, finetune: the training stages listed in ``train.stages``;
 export: the ``from_pretrained`` model dir; serve: deploy the Serve app on it; turn: one spoken
 test turn against it (answer wav, transcript, TTFA, WER)."""
 
 JOB_GROUPS: dict[str, tuple[str, ...]] = {
-    "corpus": ("units", "corpus"),
-    "train": ("align", "finetune", "export"),
+    "corpus": ("units", "corpus", "continuation"),
+    "train": (*STAGE_ORDER, "export"),
     "serve": ("serve", "turn"),
 }
 """How steps group into Ray jobs: ``opens2s pipeline --address`` submits one job per group."""
 
 CLUSTER_JOBS: dict[str, tuple[str, ...]] = {k: JOB_GROUPS[k] for k in ("corpus", "train")}
 """The batch groups rendered as KubeRay RayJobs; serving on Kubernetes is the RayService."""
+
+
+def not_needed(cfg: PlatformConfig, name: str) -> str | None:
+    """Why step ``name`` has nothing to do with this config (None: it has work)."""
+    if name in STAGE_ORDER and name not in cfg.train.stages:
+        return "not in train.stages"
+    if name == "continuation" and "understand" not in cfg.train.stages:
+        return "only the understand stage reads it"
+    return None
 
 
 def steps_between(first: str | None = None, last: str | None = None) -> tuple[str, ...]:

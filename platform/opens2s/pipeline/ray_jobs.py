@@ -22,8 +22,8 @@ from pathlib import Path
 from opens2s import storage
 from opens2s.config import AUTH_TOKEN_ENV, PlatformConfig
 from opens2s.pipeline.manifest import RunManifest
-from opens2s.pipeline.plan import JOB_GROUPS, STEPS
-from opens2s.pipeline.runner import TRAIN_STEPS, PipelineError, outputs_exist, step_outputs
+from opens2s.pipeline.plan import JOB_GROUPS, STEPS, not_needed
+from opens2s.pipeline.runner import PipelineError, outputs_exist, step_outputs
 
 # Variables of this process that a job should see too (speed knobs, offline flags).
 FORWARDED_ENV = (
@@ -98,7 +98,7 @@ def _all_done(cfg: PlatformConfig, names: list[str], manifest: RunManifest) -> b
         if name == "serve":
             if "turn" not in names or not outputs_exist(cfg, "turn", manifest):
                 return False
-        elif name in TRAIN_STEPS and name not in cfg.train.stages:
+        elif not_needed(cfg, name):
             continue
         elif not outputs_exist(cfg, name, manifest):
             return False

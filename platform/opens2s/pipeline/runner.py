@@ -14,11 +14,12 @@ from typing import Any
 
 from opens2s import storage
 from opens2s.config import PlatformConfig
+from opens2s.config.train import STAGE_ORDER
 from opens2s.pipeline import steps as st
 from opens2s.pipeline.manifest import RunManifest
-from opens2s.pipeline.plan import STEPS, served_config
+from opens2s.pipeline.plan import STEPS, not_needed, served_config
 
-TRAIN_STEPS = ("align", "finetune")
+TRAIN_STEPS = STAGE_ORDER
 # A part of the platform not installed yet, even when the import happened in a Ray worker.
 _MISSING_PART = re.compile(r"No module named '(opens2s\.[\w.]+)'")
 
@@ -37,6 +38,8 @@ def step_outputs(cfg: PlatformConfig, name: str, manifest: RunManifest) -> dict[
         return st.units_outputs(cfg)
     if name == "corpus":
         return st.corpus_outputs(cfg)
+    if name == "continuation":
+        return st.continuation_outputs(cfg)
     if name in TRAIN_STEPS:
         return st.stage_outputs(cfg, name, manifest)
     if name == "export":
@@ -52,6 +55,8 @@ def outputs_exist(cfg: PlatformConfig, name: str, manifest: RunManifest) -> bool
         return storage.exists(st.units_outputs(cfg)["tokenizer"])
     if name == "corpus":
         return storage.exists(st.corpus_outputs(cfg)["summary"])
+    if name == "continuation":
+        return storage.exists(st.continuation_outputs(cfg)["summary"])
     if name in TRAIN_STEPS:
         rec = manifest.steps[name]
         if rec.status not in ("done", "skipped"):
@@ -72,6 +77,8 @@ def _run_step(cfg: PlatformConfig, name: str, manifest: RunManifest, log) -> st.
         return st.run_units(cfg, log)
     if name == "corpus":
         return st.run_corpus(cfg, log)
+    if name == "continuation":
+        return st.run_continuation(cfg, log)
     if name in TRAIN_STEPS:
         return st.run_stage(cfg, name, manifest, log)
     if name == "export":
@@ -118,9 +125,10 @@ def run_steps(
     ordered = [n for n in STEPS if n in names]
     stale = force
     for i, name in enumerate(ordered):
-        if name in TRAIN_STEPS and name not in cfg.train.stages:
-            manifest.record(name, "skipped", outputs={}, detail={"reason": "not in train.stages"})
-            log(f"[{name}] not in train.stages {list(cfg.train.stages)}: nothing to do")
+        reason = not_needed(cfg, name)
+        if reason:
+            manifest.record(name, "skipped", outputs={}, detail={"reason": reason})
+            log(f"[{name}] nothing to do: {reason} (train.stages {list(cfg.train.stages)})")
             continue
         if (
             name == "serve"

@@ -115,6 +115,23 @@ def run_corpus(cfg: PlatformConfig, log: Log) -> StepResult:
     return StepResult(corpus_outputs(cfg), corpus_detail(cfg))
 
 
+def continuation_outputs(cfg: PlatformConfig) -> dict[str, str]:
+    """The continuation corpus root and its summary (written last: a complete corpus)."""
+    root = cfg.continuation_uri()
+    return {"corpus": root, "summary": storage.join(root, CORPUS_SUMMARY)}
+
+
+def run_continuation(cfg: PlatformConfig, log: Log) -> StepResult:
+    """Build the speech-understanding corpus: speech in, the text an LLM continued from its
+    transcript out (from ``continuation.manifest``, else the dialogue corpus's user turns)."""
+    (build_continuation,) = _need("opens2s.data.continuation", "build_continuation")
+    build_continuation(cfg, log=log)
+    outputs = continuation_outputs(cfg)
+    summary = json.loads(storage.read_text(outputs["summary"]))
+    keep = ("utterances", "records_written", "quarantined", "shards", "backend")
+    return StepResult(outputs, {k: summary[k] for k in keep if k in summary})
+
+
 # ---- training -----------------------------------------------------------------------------------
 
 
@@ -157,7 +174,7 @@ def run_stage(cfg: PlatformConfig, stage: str, manifest: RunManifest, log: Log) 
     from opens2s.pipeline.progress import StageProgress
 
     metrics = stage_outputs(cfg, stage, manifest)["metrics"]
-    with StageProgress(metrics, cfg.train.max_steps, stage, log):
+    with StageProgress(metrics, cfg.train.for_stage(stage).max_steps, stage, log):
         summary = fit_stage(cfg, stage, _stage_source(cfg, stage, manifest))
     outputs = {
         "checkpoint": summary.checkpoint,

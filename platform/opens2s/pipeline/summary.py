@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from opens2s.config.train import STAGE_ORDER
 from opens2s.pipeline.manifest import RunManifest
 from opens2s.pipeline.plan import STEPS
 
 _MAIN_OUTPUT = {
     "units": ("tokenizer",),
     "corpus": ("corpus", "summary"),
-    "align": ("checkpoint", "loss_plot"),
-    "finetune": ("checkpoint", "loss_plot"),
+    "continuation": ("corpus", "summary"),
+    **{stage: ("checkpoint", "loss_plot") for stage in STAGE_ORDER},
     "export": ("model",),
     "serve": ("url",),
     "turn": ("result", "answers"),
@@ -42,7 +43,7 @@ def format_summary(manifest: RunManifest) -> str:
             f"{corpus.get('dialogues_quarantined', '?')} quarantined, "
             f"{_fmt(corpus.get('hours'), '.4f')} h of audio"
         )
-    for stage in ("align", "finetune"):
+    for stage in STAGE_ORDER:
         d = manifest.steps[stage].detail
         if d.get("final_loss"):
             lines.append(
