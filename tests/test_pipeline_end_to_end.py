@@ -148,6 +148,10 @@ def test_pipeline_leaves_corpus_summary_loss_plot_model_answer_wav_and_ttfa(loca
             assert uri in summary, (step, uri)
     for key in ("result", "answers"):  # the turn's folder and summary; its answers listed above
         assert m.steps["turn"].outputs[key] in summary, key
+    # The eval step scored the exported model and its table closes the summary.
+    ev = json.loads(Path(m.steps["eval"].outputs["result"]).read_text())
+    assert ev["summary"]["items"] == ev["summary"]["scored"] + ev["summary"]["failed"] > 0
+    assert "eval of the exported model" in summary and "ttfa_ms" in summary
 
 
 def test_address_run_through_the_jobs_api_gives_the_same_outputs(local_run, ray_head, tmp_path):
@@ -159,12 +163,12 @@ def test_address_run_through_the_jobs_api_gives_the_same_outputs(local_run, ray_
     skipped = ("continuation", "understand", "speak", "align")
     expected = {s: "done" for s in STEPS} | {s: "skipped" for s in skipped}
     assert {s: manifest.steps[s].status for s in STEPS} == expected
-    # One Ray job per group (corpus, train, serve), each step's record naming its group's job.
+    # One Ray job per group (corpus, train, serve, eval), each step's record naming its group's job.
     jobs = {
         group: {manifest.steps[s].ray_job_id for s in steps} for group, steps in JOB_GROUPS.items()
     }
     assert all(len(ids) == 1 and None not in ids for ids in jobs.values()), jobs
-    assert len(set.union(*jobs.values())) == 3
+    assert len(set.union(*jobs.values())) == len(JOB_GROUPS)
 
     here, there = Path(local_run.cfg.run_dir), Path(cfg.run_dir)
     # The same corpus: the same dialogues, turns and texts, the same audio files. Audio lengths and

@@ -27,7 +27,7 @@ def test_steps_between_selects_a_range_and_names_bad_steps() -> None:
         "align",
         "finetune",
     )
-    assert steps_between("export", None) == ("export", "serve", "turn")
+    assert steps_between("export", None) == ("export", "serve", "turn", "eval")
     with pytest.raises(ValueError, match="unknown pipeline step 'trian'"):
         steps_between(None, "trian")
     with pytest.raises(ValueError, match="comes after"):

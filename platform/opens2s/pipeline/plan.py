@@ -18,18 +18,22 @@ STEPS: tuple[str, ...] = (
     "export",
     "serve",
     "turn",
+    "eval",
 )
 """units: fit the k-means unit tokenizer on a sample of rendered assistant speech (first, because
 the corpus records carry speech units); corpus: build the speech-dialogue corpus (scripts, TTS,
 units, filters, shards); continuation: the speech-understanding corpus (only when ``understand``
 trains); understand, speak, align, finetune: the training stages listed in ``train.stages``;
 export: the ``from_pretrained`` model dir; serve: deploy the Serve app on it; turn: one spoken
-test turn against it (answer wav, transcript, TTFA, WER)."""
+test turn against it (answer wav, transcript, TTFA, WER); eval: the exported model on the eval
+set (the corpus's held-out split and training questions by default), scored in a Ray Data job
+(docs/eval.md)."""
 
 JOB_GROUPS: dict[str, tuple[str, ...]] = {
     "corpus": ("units", "corpus", "continuation"),
     "train": (*STAGE_ORDER, "export"),
     "serve": ("serve", "turn"),
+    "eval": ("eval",),
 }
 """How steps group into Ray jobs: ``opens2s pipeline --address`` submits one job per group."""
 

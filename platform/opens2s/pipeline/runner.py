@@ -46,6 +46,8 @@ def step_outputs(cfg: PlatformConfig, name: str, manifest: RunManifest) -> dict[
         return st.export_outputs(cfg)
     if name == "serve":
         return {"url": st.serve_url(served_config(cfg))}
+    if name == "eval":
+        return st.eval_outputs(cfg)
     return st.turn_outputs(cfg)
 
 
@@ -69,6 +71,8 @@ def outputs_exist(cfg: PlatformConfig, name: str, manifest: RunManifest) -> bool
         return storage.exists(storage.join(st.model_dir(cfg), st.MODEL_CONFIG))
     if name == "serve":
         return st.serve_running(served_config(cfg))
+    if name == "eval":
+        return storage.exists(st.eval_outputs(cfg)["result"])
     return storage.exists(st.turn_outputs(cfg)["result"])
 
 
@@ -85,6 +89,8 @@ def _run_step(cfg: PlatformConfig, name: str, manifest: RunManifest, log) -> st.
         return st.run_export(cfg, manifest, log)
     if name == "serve":
         return st.run_serve(cfg, log)
+    if name == "eval":
+        return st.run_eval_step(cfg, manifest, log)
     from opens2s.pipeline.spoken_turn import run_turn
 
     url = manifest.steps["serve"].outputs.get("url") or st.serve_url(served_config(cfg))

@@ -274,6 +274,26 @@ def serve_running(cfg: PlatformConfig) -> bool:
     return status is not None and str(status.status).endswith("RUNNING")
 
 
+def eval_outputs(cfg: PlatformConfig) -> dict[str, str]:
+    """The eval's summary (written last), report and distributions plot."""
+    d = storage.join(cfg.run_dir, "eval")
+    return {
+        "result": storage.join(d, "eval.json"),
+        "report": storage.join(d, "report.md"),
+        "plot": storage.join(d, "distributions.png"),
+    }
+
+
+def run_eval_step(cfg: PlatformConfig, manifest: RunManifest, log: Log) -> StepResult:
+    """Evaluate the exported model on the eval set (a Ray Data job; docs/eval.md)."""
+    run_eval, eval_dir = _need("opens2s.evaluation.job", "run_eval", "eval_dir")
+    model = manifest.steps["export"].outputs.get("model") or model_dir(cfg)
+    result = run_eval(cfg, model, eval_dir(cfg), log=log, table=False)
+    detail = {k: result[k] for k in ("eval_set", "seconds", "summary")}
+    detail["failed_items"] = result["failed_items"][:20]
+    return StepResult(eval_outputs(cfg), detail)
+
+
 def turn_outputs(cfg: PlatformConfig) -> dict[str, str]:
     """The spoken test's summary (written last), its folder (``q<i>/question.wav``,
     ``answer.wav``, ``answer.json``, ``reference_vocoded.wav``; ``held_out/``) and question 1's

@@ -14,6 +14,7 @@ _MAIN_OUTPUT = {
     "export": ("model",),
     "serve": ("url",),
     "turn": ("result", "answers"),
+    "eval": ("report", "plot"),
 }
 
 
@@ -53,6 +54,12 @@ def format_summary(manifest: RunManifest) -> str:
     turn = manifest.steps["turn"].detail
     if turn:
         lines += _turn_lines(turn)
+    ev = manifest.steps["eval"].detail
+    if ev.get("summary"):
+        from opens2s.evaluation.report import summary_table
+
+        lines.append(f"eval of the exported model on {ev.get('eval_set')} (docs/eval.md):")
+        lines += [f"  {line}" for line in summary_table(ev["summary"])]
     model = manifest.steps["export"].outputs.get("model")
     if model and manifest.steps["export"].status in ("done", "skipped"):
         lines.append(

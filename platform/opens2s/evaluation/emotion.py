@@ -1,0 +1,181 @@
+"""Does the reply's voice suit the user's emotion? A prosody rule, and a slot for a speech emotion
+recognizer (SER) loaded from a local path.
+
+**The rule.** The tone an empathetic reply should take is the corpus's own
+(``opens2s.data.render.assistant_tone``): mirror joy (happy), soften for sadness (sad, gently),
+stay calm (neutral) against anger, fear or disgust. Whether a reply carries that tone is
+``opens2s.audio.prosody.verify_emotion``: its F0 level, F0 range, syllable rate and energy are
+compared with a neutral reference, cue by cue, against the directions Juslin & Laukka (2003,
+Table 7) and Banse & Scherer (1996) give for the tone (no cue contradicts and at least two agree;
+calm: nothing moved past twice its dead band). The neutral reference is the same model's voice:
+the median cues of its replies to neutral users (of all its replies when the set has none), so a
+model's own voice is never held against it. ``prosody_score`` is the share of the tone's cues that
+agree (calm: the share that stayed within twice their dead band). docs/eval.md states the sources.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PREFIX = "prosody_"
+"""Row columns of the measured cues: ``prosody_`` + each ``ProsodyFeatures`` field."""
+
+
+def expected_tone(user_emotion: str) -> str:
+    """The emotion an empathetic reply to ``user_emotion`` speaks in (the corpus's rule)."""
+    from opens2s.data.render import assistant_tone
+
+    return assistant_tone(user_emotion)[0]
+
+
+def _features(row: dict[str, Any]):
+    from opens2s.audio.prosody import ProsodyFeatures
+
+    values = {f.name: row.get(PREFIX + f.name) for f in fields(ProsodyFeatures)}
+    if values["seconds"] is None:
+        return None
+    return ProsodyFeatures(**values)
+
+
+def neutral_baseline(rows: list[dict[str, Any]]) -> tuple[Any, str]:
+    """The model's neutral voice: median cues of its replies to neutral users (else of all its
+    replies), as ``ProsodyFeatures``, and which replies it came from."""
+    from opens2s.audio.prosody import ProsodyFeatures
+
+    measured = [r for r in rows if _features(r) is not None]
+    neutral = [r for r in measured if r.get("emotion") == "neutral"]
+    pool, source = (neutral, "replies to neutral users") if neutral else (measured, "all replies")
+    if not pool:
+        return None, "none (no reply measured)"
+    med = {}
+    for f in fields(ProsodyFeatures):
+        vals = [float(r[PREFIX + f.name]) for r in pool if r.get(PREFIX + f.name) is not None]
+        med[f.name] = statistics.median(vals) if vals else None
+    return ProsodyFeatures(**med), f"median of {len(pool)} {source}"
+
+
+def prosody_score(row: dict[str, Any], baseline: Any) -> dict[str, Any]:
+    """The rule's verdict for one scored reply (``prosody_status`` says why when there is none)."""
+    from opens2s.audio.prosody import DEADBANDS, EXPECTED, verify_emotion
+
+    emotion = row.get("emotion")
+    features = _features(row)
+    if not emotion:
+        return {"prosody_status": "no user emotion in the eval set"}
+    if features is None or baseline is None:
+        return {"prosody_status": row.get("prosody_error") or "prosody not measured"}
+    tone = expected_tone(emotion)
+    v = verify_emotion(features, baseline, tone, same_text=False)
+    pattern = EXPECTED[tone]
+    if pattern:
+        score = sum(v.cues[c] == "agrees" for c in pattern) / len(pattern)
+    else:
+        score = float(np.mean([abs(x) <= 2 * DEADBANDS[c] for c, x in v.changes.items()]))
+    return {
+        "prosody_status": "scored",
+        "expected_tone": tone,
+        "prosody_match": v.agrees,
+        "prosody_score": round(score, 4),
+        "prosody_best_match": v.best_match,
+        "prosody_cues": json.dumps(v.cues),
+        "prosody_changes": json.dumps(v.changes),
+        "prosody_reason": v.reason,
+    }
+
+
+# ---- speech emotion recognizer slot --------------------------------------------------------------
+
+LABEL_ALIASES = {
+    "neu": "neutral",
+    "neutral": "neutral",
+    "calm": "neutral",
+    "hap": "happy",
+    "happy": "happy",
+    "happiness": "happy",
+    "joy": "happy",
+    "exc": "happy",
+    "sad": "sad",
+    "sadness": "sad",
+    "ang": "angry",
+    "angry": "angry",
+    "anger": "angry",
+    "fea": "fearful",
+    "fear": "fearful",
+    "fearful": "fearful",
+    "sur": "surprised",
+    "surprise": "surprised",
+    "surprised": "surprised",
+    "dis": "disgusted",
+    "disgust": "disgusted",
+    "disgusted": "disgusted",
+}
+"""Label names of common SER models (IEMOCAP's 4-letter codes, RAVDESS/CREMA-D words) mapped to
+our emotions."""
+
+
+class SpeechEmotionRecognizer:
+    """A HF audio-classification model from a local directory: ``config.json`` (an
+    ``...ForSequenceClassification`` architecture with ``id2label``), its weights
+    (``model.safetensors``) and ``preprocessor_config.json`` (its feature extractor).
+
+    Loaded strictly: a weight missing from the file, an unexpected or mis-shaped one, or a label
+    set none of whose names is an emotion we know refuses the directory, naming it.
+    """
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        import torch
+        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+        path = Path(path)
+        for name in ("config.json", "preprocessor_config.json"):
+            if not (path / name).is_file():
+                raise FileNotFoundError(
+                    f"eval.ser_model_path {path}: no {name} (expected a HF audio-classification "
+                    "directory: config.json with id2label, model.safetensors, "
+                    "preprocessor_config.json)"
+                )
+        model, info = AutoModelForAudioClassification.from_pretrained(
+            str(path), local_files_only=True, output_loading_info=True, dtype=torch.float32
+        )
+        problems = {
+            k: sorted(str(x) for x in info.get(k) or [])
+            for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        }
+        problems = {k: v for k, v in problems.items() if v}
+        if problems:
+            raise ValueError(
+                f"eval.ser_model_path {path}: weights do not match its config: {problems}"
+            )
+        labels = {int(i): str(n) for i, n in model.config.id2label.items()}
+        self.labels = {i: LABEL_ALIASES.get(n.strip().lower(), n) for i, n in labels.items()}
+        from opens2s.audio.tts import EMOTIONS
+
+        if not set(self.labels.values()) & set(EMOTIONS):
+            raise ValueError(
+                f"eval.ser_model_path {path}: none of its labels {sorted(labels.values())} is an "
+                f"emotion we know ({', '.join(EMOTIONS)}) or an alias of one"
+            )
+        self.extractor = AutoFeatureExtractor.from_pretrained(str(path), local_files_only=True)
+        self.model = model.to(device).eval()
+        self.device = device
+        self.sample_rate = int(getattr(self.extractor, "sampling_rate", 16000))
+
+    def predict(self, wave: np.ndarray, sr: int) -> tuple[str, float]:
+        """The most likely emotion of a mono wave and its probability."""
+        import torch
+
+        from opens2s.audio.io import mono_wave, resample
+
+        arr = resample(mono_wave(wave, "SER input", finite=True), sr, self.sample_rate)
+        feats = self.extractor(arr, sampling_rate=self.sample_rate, return_tensors="pt")
+        with torch.no_grad():
+            logits = self.model(**{k: v.to(self.device) for k, v in feats.items()}).logits[0]
+        probs = torch.softmax(logits.float(), dim=-1)
+        i = int(probs.argmax())
+        return self.labels[i], round(float(probs[i]), 4)
