@@ -17,13 +17,14 @@ QUESTIONS = (
 )
 
 
-def build_model_dir(out: Path, cfg) -> Path:
-    """The tiny preset (random init) saved as an exported model dir with a unit tokenizer."""
+def build_model_dir(out: Path, cfg, seed: int = 0) -> Path:
+    """The tiny preset (random init from ``seed``) saved as an exported model dir with a unit
+    tokenizer."""
     from opens2s.model import build_model, build_tokenizer
     from opens2s.model.layout import save_model_dir
     from opens2s.serving.speech_stack import demo_unit_tokenizer
 
-    model = build_model("tiny", seed=0, section=cfg.model, audio=cfg.audio)
+    model = build_model("tiny", seed=seed, section=cfg.model, audio=cfg.audio)
     save_model_dir(model, build_tokenizer("tiny"), out)
     (out / "units").mkdir(exist_ok=True)
     shutil.copy(demo_unit_tokenizer(cfg), out / "units" / "tokenizer.npz")
