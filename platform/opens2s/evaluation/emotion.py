@@ -140,9 +140,15 @@ class SpeechEmotionRecognizer:
                     "directory: config.json with id2label, model.safetensors, "
                     "preprocessor_config.json)"
                 )
-        model, info = AutoModelForAudioClassification.from_pretrained(
-            str(path), local_files_only=True, output_loading_info=True, dtype=torch.float32
-        )
+        try:
+            model, info = AutoModelForAudioClassification.from_pretrained(
+                str(path), local_files_only=True, output_loading_info=True, dtype=torch.float32
+            )
+        except (OSError, RuntimeError) as e:  # mis-shaped weights, no weights file, bad config
+            raise ValueError(
+                f"eval.ser_model_path {path}: weights do not match its config or cannot be read: "
+                f"{str(e).splitlines()[0][:300]}"
+            ) from e
         problems = {
             k: sorted(str(x) for x in info.get(k) or [])
             for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
