@@ -37,7 +37,7 @@ def test_every_rendered_kuberay_manifest_validates_against_its_crd(name: str) ->
     cfg = load_config(CONFIGS[name])
     manifests = render_manifests(cfg)
     kinds = sorted(m["kind"] for m in manifests.values())
-    assert kinds == ["ConfigMap", "RayCluster", "RayJob", "RayJob", "RayService"]
+    assert kinds == ["ConfigMap", "RayCluster", "RayJob", "RayJob", "RayJob", "RayService"]
     for file, manifest in manifests.items():
         if manifest["kind"] != "ConfigMap":
             assert manifest_problems(manifest) == [], file

@@ -35,6 +35,7 @@ def test_render_writes_every_file_and_validate_accepts_them(tmp_path: Path) -> N
         "ray-cluster-launcher.yaml",
         "raycluster.yaml",
         "rayjob-corpus.yaml",
+        "rayjob-eval.yaml",
         "rayjob-train.yaml",
         "rayservice.yaml",
     ]

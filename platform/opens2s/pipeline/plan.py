@@ -37,7 +37,7 @@ JOB_GROUPS: dict[str, tuple[str, ...]] = {
 }
 """How steps group into Ray jobs: ``opens2s pipeline --address`` submits one job per group."""
 
-CLUSTER_JOBS: dict[str, tuple[str, ...]] = {k: JOB_GROUPS[k] for k in ("corpus", "train")}
+CLUSTER_JOBS: dict[str, tuple[str, ...]] = {k: JOB_GROUPS[k] for k in ("corpus", "train", "eval")}
 """The batch groups rendered as KubeRay RayJobs; serving on Kubernetes is the RayService."""
 
 
