@@ -92,6 +92,11 @@ def run_eval(
     import ray.data
 
     e = cfg.eval
+    if cfg.model.device.startswith("cuda") and not e.gpus_per_worker:
+        raise ValueError(
+            f"model.device is {cfg.model.device} but eval.gpus_per_worker is 0: the answering "
+            "actors would see no GPU; set eval.gpus_per_worker (e.g. 1)"
+        )
     t0 = time.perf_counter()
     spec = eval_set or e.eval_set or cfg.corpus_uri()
     items = load_eval_set(spec, e.train_questions, e.max_items)
