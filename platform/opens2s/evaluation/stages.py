@@ -180,6 +180,7 @@ class ScoreStage:
         self.transcriber = Transcriber(a.asr_model_path, beam_size=a.asr_beam_size, cpu_threads=1)
         self.speaker = SpeakerEncoder(a.speaker_encoder)
         self.voice = None if voice_embedding is None else np.asarray(voice_embedding, np.float32)
+        self.judging = bool(cfg.eval.judge.model_path)
         self.ser = None
         if cfg.eval.ser_model_path:
             from opens2s.evaluation.emotion import SpeechEmotionRecognizer
@@ -201,7 +202,7 @@ class ScoreStage:
         if row.get("reference"):
             row["wer_reference"] = word_error_rate(row["reference"], transcript)
             row["wer_text_reference"] = word_error_rate(row["reference"], text)
-        if not row.get("question"):
+        if self.judging and not row.get("question"):  # the judge reads the user's words
             question = load_audio(storage.read_bytes(row["audio"]), sr=INPUT_SAMPLE_RATE)
             row["question_transcript"] = self.transcriber.transcribe(question, INPUT_SAMPLE_RATE)
         if self.voice is not None:
