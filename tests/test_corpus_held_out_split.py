@@ -54,3 +54,21 @@ def test_no_fraction_writes_no_held_out_folder(tmp_path) -> None:
     output.write_shard(str(root), 0, [_sample(i) for i in range(5)])
     assert not (root / "held_out").exists()
     assert len((root / "shards/shard-00000.jsonl").read_text().splitlines()) == 5
+
+
+def test_a_corpus_eval_set_is_its_held_out_split_plus_some_training_questions(tmp_path) -> None:
+    from opens2s.evaluation.eval_set import load_eval_set
+
+    root = str(tmp_path / "corpus")
+    samples = [_sample(i) for i in range(40)]
+    output.write_shard(root, 0, samples, held_out_fraction=0.25)
+    held = [s for s in samples if output.is_held_out(s.id, 0.25)]
+    items = load_eval_set(root, train_questions=2)
+    assert [i.split for i in items] == ["held_out"] * len(held) + ["train"] * 2
+    assert [i.item_id for i in items[: len(held)]] == [f"held_out/{s.id}" for s in held]
+    assert items[0].reference == held[0].turns[1].text and items[0].error is None
+    assert not {i.item_id.split("/")[1] for i in items[len(held) :]} & {s.id for s in held}
+    only_train = tmp_path / "train-only"
+    output.write_shard(str(only_train), 0, samples[:3])
+    with pytest.raises(ValueError, match="no held-out dialogue"):
+        load_eval_set(str(only_train), train_questions=0)
