@@ -158,3 +158,32 @@ def test_eval_set_lines_that_cannot_be_used_become_failed_items(tmp_path) -> Non
     assert "JSON object" in items[3].error and "'audio' must be a string" in items[4].error
     with pytest.raises(ValueError, match="neither a .jsonl file nor a corpus root"):
         load_eval_set(str(tmp_path))
+
+
+def test_eval_runs_on_a_released_layout_directory(ray_local, inputs, tmp_path) -> None:
+    from opens2s.evaluation.job import run_eval
+    from opens2s.serving.speech_stack import demo_unit_tokenizer
+    from released_layout import build_released_dir
+
+    released = build_released_dir(tmp_path / "OpenS2S", units=48)
+    units = load_config(None, {"audio.codebook_size": 48})
+    tokenizer = demo_unit_tokenizer(units, tmp_path / "tokenizer.npz")
+    cfg = _config(
+        tmp_path,
+        **{
+            "audio.codebook_size": 48,
+            "serve.unit_tokenizer": str(tokenizer),
+            "eval.max_items": 1,
+            "eval.max_units": 60,
+        },
+    )
+    result = run_eval(cfg, str(released.path), str(tmp_path / "out"), str(inputs["set"]))
+    assert result["summary"]["items"] == 1
+    [row] = report.read_items(result["items_uri"])
+    # The released-layout model loaded and answered (prefill, text, a stop reason); a random
+    # one may speak no unit under greedy decoding: then the item is failed with that reason.
+    assert row["item_id"] == "q-sad" and row["prefill_ms"] > 0 and row["stop_reason"]
+    if row["status"] == "failed":
+        assert row["error"] == "answer: the answer has no audio (no speech unit before the end)"
+    else:
+        assert row["status"] == "scored" and Path(row["answer_wav"]).is_file()
