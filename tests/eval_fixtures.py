@@ -55,13 +55,41 @@ def build_eval_set(folder: Path) -> Path:
     return path
 
 
+JUDGE_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _judge_tokenizer():
+    """A small byte-level BPE with Qwen's chat markup, trained on the rubric's own words."""
+    from opens2s.evaluation.judge import RUBRIC
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([RUBRIC, *(q[1] for q in QUESTIONS)], trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    fast.chat_template = JUDGE_TEMPLATE
+    return fast
+
+
 def build_judge_dir(out: Path) -> Path:
-    """A random-init tiny Qwen3 causal LM with the tiny tokenizer (garbage answers)."""
+    """A random-init tiny Qwen3 causal LM with a small chat tokenizer (garbage answers)."""
     import torch
-    from opens2s.model import build_tokenizer
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    tok = build_tokenizer("tiny")
+    tok = _judge_tokenizer()
     config = Qwen3Config(
         vocab_size=len(tok),
         hidden_size=64,
