@@ -124,6 +124,7 @@ def test_compare_shows_differences_between_models_and_none_for_the_same_run(
             str(inputs["set"]),
             "--out",
             str(tmp / "b"),
+            "--verbose",  # in process: keep pytest's file descriptors
         ],
     )
     assert done.exit_code == 0, done.output

@@ -29,6 +29,9 @@ def evaluate(
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a config value, e.g. --set eval.max_items=4 (repeatable)."
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Show Ray's logs on the terminal (default: <run_dir>/logs/)."
+    ),
 ) -> None:
     """Ask a model every spoken question of an eval set (a Ray Data job) and score the answers:
     latency, speech-text consistency, reference match, voice, emotion, empathy (docs/eval.md)."""
@@ -58,13 +61,17 @@ def evaluate(
         )
         raise typer.Exit(2)
     from opens2s.evaluation.job import eval_dir, run_eval
+    from opens2s.pipeline.console import plain_console, quiet_console
     from opens2s.pipeline.local import start_local_ray
 
+    console = plain_console() if verbose else quiet_console(cfg.run_dir)
+    if console.log_file is not None:
+        console.echo(f"Ray's and the libraries' logs: {console.log_file}")
     start_local_ray()
     try:
-        run_eval(cfg, model_dir, out or eval_dir(cfg), eval_set, log=typer.echo)
+        run_eval(cfg, model_dir, out or eval_dir(cfg), eval_set, log=console.echo)
     except (ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
+        console.echo(f"error: {e}", error=True)
         raise typer.Exit(2) from e
 
 
