@@ -51,4 +51,6 @@ def test_unknown_step_is_refused_with_the_steps_listed(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert "unknown pipeline step 'train'" in r.stderr
-    assert "units, corpus, align, finetune, export, serve, turn" in r.stderr
+    from opens2s.pipeline.plan import STEPS
+
+    assert f"steps are {', '.join(STEPS)}" in r.stderr
