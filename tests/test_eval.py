@@ -188,3 +188,25 @@ def test_eval_runs_on_a_released_layout_directory(ray_local, inputs, tmp_path) -
         assert row["error"] == "answer: the answer has no audio (no speech unit before the end)"
     else:
         assert row["status"] == "scored" and Path(row["answer_wav"]).is_file()
+
+
+def test_eval_reads_model_and_set_from_s3_and_writes_its_outputs_there(
+    ray_local, inputs, s3_bucket, tmp_path
+) -> None:
+    from opens2s import storage
+    from opens2s.evaluation.job import run_eval
+
+    root = f"s3://{s3_bucket}/eval"
+    storage.upload_dir(inputs["model"], f"{root}/model")
+    lines = inputs["set"].read_text().splitlines()[:1]  # q-sad, its audio next to the set
+    storage.write_bytes(f"{root}/set/q-sad.wav", (inputs["set"].parent / "q-sad.wav").read_bytes())
+    storage.write_text(f"{root}/set/set.jsonl", "\n".join(lines) + "\n")
+    cfg = _config(tmp_path)
+    result = run_eval(cfg, f"{root}/model", f"{root}/out", f"{root}/set/set.jsonl")
+    assert (result["summary"]["items"], result["summary"]["scored"]) == (1, 1), result
+    saved = report.read_result(f"{root}/out")
+    assert saved["summary"] == result["summary"] and saved["rows"][0]["item_id"] == "q-sad"
+    assert storage.exists(saved["rows"][0]["answer_wav"]) and saved["rows"][0][
+        "answer_wav"
+    ].startswith(root)
+    assert storage.read_bytes(f"{root}/out/distributions.png")[:4] == b"\x89PNG"
