@@ -91,7 +91,12 @@ def format_summary(summary: dict[str, Any]) -> str:
             if summary.get("dialogues_planned")
             else ""
         )
-        + f", {summary['shards']} shards",
+        + f", {summary['shards']} shards"
+        + (
+            f" ({summary['held_out_dialogues']} held out for eval, not trained on)"
+            if summary.get("held_out_dialogues")
+            else ""
+        ),
         f"  audio: {summary['hours']:.4f} h ({summary['user_hours']:.4f} h user, "
         f"{summary['assistant_hours']:.4f} h assistant)",
         "  per emotion: " + ", ".join(f"{k} {v}" for k, v in summary["per_emotion"].items()),
