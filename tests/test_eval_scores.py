@@ -92,7 +92,9 @@ def test_prosody_rule_asks_joy_for_joy_softness_for_sadness_and_calm_for_anger()
 def test_without_neutral_replies_the_baseline_is_every_reply() -> None:
     rows = [_row("sad", 100.0, 2.0, 3.0, -25.0), _row("happy", 140.0, 6.0, 5.0, -15.0)]
     base, source = neutral_baseline(rows)
-    assert source == "median of 2 all replies" and base.f0_median_hz == 120.0
+    assert (
+        source == "median of all 2 replies (none to a neutral user)" and base.f0_median_hz == 120.0
+    )
 
 
 def test_ser_loads_a_random_tiny_classifier_and_predicts_a_known_emotion(tmp_path) -> None:

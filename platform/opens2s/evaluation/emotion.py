@@ -50,14 +50,19 @@ def neutral_baseline(rows: list[dict[str, Any]]) -> tuple[Any, str]:
 
     measured = [r for r in rows if _features(r) is not None]
     neutral = [r for r in measured if r.get("emotion") == "neutral"]
-    pool, source = (neutral, "replies to neutral users") if neutral else (measured, "all replies")
+    pool = neutral or measured
+    source = (
+        f"median of {len(pool)} replies to neutral users"
+        if neutral
+        else f"median of all {len(pool)} replies (none to a neutral user)"
+    )
     if not pool:
         return None, "none (no reply measured)"
     med = {}
     for f in fields(ProsodyFeatures):
         vals = [float(r[PREFIX + f.name]) for r in pool if r.get(PREFIX + f.name) is not None]
         med[f.name] = statistics.median(vals) if vals else None
-    return ProsodyFeatures(**med), f"median of {len(pool)} {source}"
+    return ProsodyFeatures(**med), source
 
 
 def prosody_score(row: dict[str, Any], baseline: Any) -> dict[str, Any]:

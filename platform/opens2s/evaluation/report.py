@@ -158,6 +158,10 @@ def summary_table(summary: dict[str, Any]) -> list[str]:
         s = summary.get(key) or {}
         if s.get("n"):
             lines.append(f"  {key:<20} {s['n']:>4} rate {_fmt(s['rate'], '.2f')}")
+    for split, medians in (summary.get("splits") or {}).items():
+        lines.append(
+            f"  split {split}: medians " + ", ".join(f"{k} {_fmt(v)}" for k, v in medians.items())
+        )
     j = summary.get("judge") or {}
     if any(j.values()):
         lines.append(
@@ -191,6 +195,12 @@ def markdown_report(result: dict[str, Any]) -> str:
         m = s.get(key) or {}
         lines.append(
             f"| {key} | {what} | {m.get('n', 0)} | rate {_fmt(m.get('rate'), '.2f')} | | |"
+        )
+    for split, medians in (s.get("splits") or {}).items():
+        lines.append(
+            f"| split {split} | medians: "
+            + ", ".join(f"{k} {_fmt(v)}" for k, v in medians.items())
+            + " | | | | |"
         )
     j = s["judge"]
     lines += [
