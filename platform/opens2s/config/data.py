@@ -41,6 +41,14 @@ class ScenarioSettings(_Stage):
     """Fewest user/assistant exchanges in a dialogue."""
     max_exchanges: int = Field(1, ge=1)
     """Most user/assistant exchanges in a dialogue."""
+    neutral_share: float = Field(0.35, ge=0, le=1)
+    """Share of dialogues whose user turns carry no emotion words, so that only the voice tells
+    the emotion (checked against validation's emotion lexicon). They come as minimal pairs: the
+    same user words, speaker and situation rendered with ``pair_size`` different emotions, each
+    answered as its emotion calls for. Whole pairs are drawn per round of ``len(emotions)``
+    dialogues, so the corpus' share is this rounded to whole pairs (summary.json reports it)."""
+    pair_size: int = Field(2, ge=2)
+    """Dialogues per minimal pair (each a different emotion); at most ``len(emotions)``."""
 
     @model_validator(mode="after")
     def _exchanges_ordered(self) -> ScenarioSettings:
@@ -114,6 +122,19 @@ class FilterSettings(_Stage):
     """Frame level (dBFS, RMS) below which a frame counts as silence."""
     max_wer: float | None = None
     """Largest ASR word error rate between script and audio; None = ASR check off."""
+    verify_prosody: bool = True
+    """Render each emotional user turn once more, neutral, by the same speaker, and drop the
+    dialogue when its prosody (F0 level and range, tempo, energy) moved against what its emotion
+    calls for (``opens2s.audio.prosody``; rule after Juslin & Laukka 2003)."""
+    min_speaker_similarity: float | None = Field(0.75, ge=-1, le=1)
+    """Smallest cosine similarity (audio.speaker_encoder) between a user turn and its speaker's
+    neutral rendering of the same words; None = check off. Needs ``verify_prosody``'s neutral
+    renderings. espeak voices measure 0.86-0.99 against themselves across emotions, and up to
+    0.96 against other catalog voices: the check catches a render that lost its speaker."""
+    ser_model_path: str | None = None
+    """Local directory of a speech-emotion-recognition model (a transformers audio
+    classification checkpoint: config.json with id2label, weights, preprocessor_config.json);
+    a user turn whose recognised emotion differs from its target is dropped. None = off."""
 
     @model_validator(mode="after")
     def _turn_seconds_ordered(self) -> FilterSettings:

@@ -8,6 +8,7 @@ phrasing for fall back to the ``neutral`` phrasing with the emotion's name spell
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -770,6 +771,47 @@ ENCOURAGE = (
     "Good, that sounds doable.",
     "I am glad you feel a little clearer.",
 )
+
+# Lexically neutral user turns (minimal pairs) say what happened and nothing about how it felt.
+NEUTRAL_OPENERS = ("So,", "Okay, so", "Just to tell you,", "Here is the thing,", "Well,", "Listen,")
+NEUTRAL_DETAIL_LEADS = ("Also,", "And", "Plus,", "I should say that", "The thing is,")
+NEUTRAL_REACTS = ("Okay.", "Right.", "I see.", "Okay, I can try that.", "Alright, noted.")
+
+# Words that name or show an emotion (feelings, evaluations, interjections), by stem: a word
+# counts when it starts with one of these and is at most 5 letters longer (so "happiness" and
+# "worried" count, "madrid" does not). Hand-made for this bank (its emotion phrasing, the
+# assistant phrasing's feeling words) plus common affect words; lexically neutral user turns
+# may hold none of them (validation).
+EMOTION_WORDS = frozenset(
+    """happ glad joy joyful delight thrill excit wonderful great amazing awesome fantastic
+    love lovely proud pleased smil laugh celebrat congratulat yay hooray
+    sad unhapp sorrow cry crie tear heartbr grief griev depress lonel miserab
+    hurt pain upset gloom disappoint hopeless
+    angr anger furious fury mad annoy irritat rage outrag hate frustrat scream unfair
+    unbeliev ridiculous
+    scar afraid fear terrif frighten nervous worr anxi panic dread alarm tense uneas
+    surpris shock stun amaz astonish wow unexpect
+    disgust gross yuck ugh sick nause revolt awful horrib terrib nasty vile distast
+    calm relax relie stress overwhelm emotion feel felt""".split()
+)
+# Words a stem would catch that carry no emotion ("tear" also means to rip).
+NOT_EMOTION_WORDS = frozenset(
+    "happen happens happened made madam madrid painter painters paint paints painted tear "
+    "tears downtown".split()
+)
+_WORD = re.compile(r"[a-z']+")
+
+
+def emotion_words_in(text: str) -> list[str]:
+    """The words of ``text`` that the emotion lexicon (``EMOTION_WORDS``) flags, in order."""
+    found = []
+    for word in _WORD.findall(text.lower()):
+        word = word.strip("'")
+        if word in NOT_EMOTION_WORDS:
+            continue
+        if any(word.startswith(stem) and len(word) - len(stem) <= 5 for stem in EMOTION_WORDS):
+            found.append(word)
+    return found
 
 
 def phrases_for(emotion: str) -> dict[str, tuple[str, ...]]:

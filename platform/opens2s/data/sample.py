@@ -30,6 +30,10 @@ class Scenario:
     persona: str
     speaker: str
     exchanges: int
+    lexically_neutral: bool = False
+    """The user's words carry no emotion: only the voice tells it (a minimal-pair member)."""
+    pair: int = -1
+    """The minimal pair this dialogue belongs to (same user words, other emotions); -1: none."""
 
 
 @dataclass

@@ -2,10 +2,17 @@
 
 Everything is a pure function of (seed, index): the same settings give the same scenarios and ids
 whatever the batching or the number of workers. Emotions are balanced exactly: each run of
-``len(emotions)`` consecutive indices holds every emotion once, in a seeded order.
+``len(emotions)`` consecutive indices (a round) holds every emotion once, in a seeded order.
+
+Lexically neutral dialogues (``neutral_share``) are whole minimal pairs taken from the first slots
+of a round: the ``pair_size`` members of a pair have different emotions (a round holds each once)
+and share situation, persona, speaker, intensity and exchanges, drawn from the pair's own seed, so
+the writers give them the same user words and only the voice differs.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -46,7 +53,33 @@ def resolve_scenario_settings(
     for field in ("emotions", "user_speakers", "situations", "personas", "intensities"):
         if not getattr(resolved, field):
             raise ValueError(f"data.scenarios.{field} is empty; give at least one value")
+    if resolved.neutral_share > 0 and resolved.pair_size > len(resolved.emotions):
+        raise ValueError(
+            f"data.scenarios.pair_size ({resolved.pair_size}) exceeds the {len(resolved.emotions)}"
+            " emotions: a minimal pair needs a different emotion per member"
+        )
     return resolved
+
+
+def pairs_before(round_no: int, settings: ScenarioSettings) -> int:
+    """Minimal pairs in rounds ``0 .. round_no - 1``: the share rounded down to whole pairs,
+    cumulatively (so the running share never drifts), at most ``len(emotions) // pair_size`` a
+    round."""
+    per_round = len(settings.emotions) * settings.neutral_share / settings.pair_size
+    cap = len(settings.emotions) // settings.pair_size
+    return min(int(math.floor(round_no * per_round + 1e-9)), round_no * cap)
+
+
+def pair_of(index: int, settings: ScenarioSettings) -> int:
+    """The minimal pair sample ``index`` belongs to, or -1 when its words may carry emotion."""
+    if settings.neutral_share <= 0:
+        return -1
+    round_no, slot = divmod(index, len(settings.emotions))
+    first = pairs_before(round_no, settings)
+    count = pairs_before(round_no + 1, settings) - first
+    if slot >= count * settings.pair_size:
+        return -1
+    return first + slot // settings.pair_size
 
 
 def shard_of(index: int, shard_size: int) -> int:
@@ -61,7 +94,10 @@ def scenario_for(index: int, settings: ScenarioSettings) -> Scenario:
         raise ValueError("scenario settings are not resolved; call resolve_scenario_settings")
     round_no, slot = divmod(index, len(emotions))
     order = np.random.default_rng([settings.seed, round_no, 17]).permutation(len(emotions))
-    rng = np.random.default_rng([settings.seed, index, 1])
+    pair = pair_of(index, settings)
+    # A pair's members draw everything but the emotion from the pair's seed: same words, voice.
+    key = [settings.seed, index, 1] if pair < 0 else [settings.seed, pair, 29]
+    rng = np.random.default_rng(key)
     return Scenario(
         emotion=emotions[int(order[slot])],
         intensity=float(settings.intensities[rng.integers(len(settings.intensities))]),
@@ -69,6 +105,8 @@ def scenario_for(index: int, settings: ScenarioSettings) -> Scenario:
         persona=settings.personas[rng.integers(len(settings.personas))],
         speaker=settings.user_speakers[rng.integers(len(settings.user_speakers))],
         exchanges=int(rng.integers(settings.min_exchanges, settings.max_exchanges + 1)),
+        lexically_neutral=pair >= 0,
+        pair=pair,
     )
 
 

@@ -1,6 +1,8 @@
 """Stage 3, validation: is a script fit to be spoken? Schema, turn count, lengths, language,
-characters the TTS can speak. Typographic characters with a plain equivalent are normalised
-first (curly quotes, dashes, ellipsis); anything else unspeakable quarantines the sample.
+characters the TTS can speak, and no emotion word (``content.EMOTION_WORDS``) in the user turns
+of a lexically neutral dialogue (a minimal-pair member). Typographic characters with a plain
+equivalent are normalised first (curly quotes, dashes, ellipsis); anything else unspeakable
+quarantines the sample.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import re
 
 from opens2s.config.data import ScenarioSettings, ValidationSettings
+from opens2s.data.content import emotion_words_in
 from opens2s.data.sample import Sample
 
 STAGE = "validation"
@@ -42,9 +45,14 @@ def normalise_text(text: str) -> str:
 
 
 def problem_with_turns(
-    turns: list, settings: ValidationSettings, scenarios: ScenarioSettings
+    turns: list,
+    settings: ValidationSettings,
+    scenarios: ScenarioSettings,
+    *,
+    lexically_neutral: bool = False,
 ) -> str | None:
-    """What is wrong with a script, or None when it may be spoken."""
+    """What is wrong with a script, or None when it may be spoken. A ``lexically_neutral``
+    script's user turns may hold no word of the emotion lexicon (only the voice tells)."""
     if not turns:
         return "script has no turns"
     for i, t in enumerate(turns):
@@ -62,6 +70,13 @@ def problem_with_turns(
         problem = problem_with_text(t.text, settings)
         if problem:
             return f"turn {i} {problem}"
+        if lexically_neutral and t.role == "user":
+            named = emotion_words_in(t.text)
+            if named:
+                return (
+                    f"lexicon: user turn {i} of a lexically neutral dialogue names an emotion "
+                    f"({', '.join(named)}); only the voice may tell it"
+                )
     return None
 
 
@@ -95,7 +110,9 @@ def validate_scripts(
             continue
         for t in s.turns:
             t.text = normalise_text(t.text)
-        problem = problem_with_turns(s.turns, settings, scenarios)
+        problem = problem_with_turns(
+            s.turns, settings, scenarios, lexically_neutral=s.scenario.lexically_neutral
+        )
         if problem:
             s.drop(STAGE, problem)
     return samples

@@ -44,9 +44,9 @@ SCRIPT_SCHEMA: dict[str, Any] = {
 
 SYSTEM_PROMPT = (
     "You write short spoken dialogues between a user and an empathetic voice assistant. "
-    "The user's words show their emotion. The assistant acknowledges the feeling, validates it, "
-    "offers one concrete helpful step and may ask a gentle question. Plain spoken English, no "
-    "emojis, no lists, no stage directions. Answer with JSON only."
+    "The assistant acknowledges the user's feeling, validates it, offers one concrete helpful "
+    "step and may ask a gentle question. Plain spoken English, no emojis, no lists, no stage "
+    "directions. Answer with JSON only."
 )
 
 
@@ -54,15 +54,32 @@ class ScriptFormatError(ValueError):
     """An LLM answer that is not a usable dialogue script; the message says why."""
 
 
-def script_messages(sample: Sample) -> list[dict[str, str]]:
-    """The chat prompt asking for ``sample``'s dialogue."""
+def script_messages(sample: Sample, seed: int = 0) -> list[dict[str, str]]:
+    """The chat prompt asking for ``sample``'s dialogue (``seed``: the corpus seed, which picks a
+    minimal pair's shared user words)."""
     sc = sample.scenario
     strength = "strongly" if sc.intensity >= 0.75 else "mildly"
     situation = sc.situation.replace("_", " ")
     user = (
         f"Write a dialogue of exactly {sc.exchanges} exchanges ({2 * sc.exchanges} turns, "
         f"user first, alternating). The user is a {sc.persona} who feels {strength} {sc.emotion} "
-        f"about a {situation} situation. Each turn 1 to 3 sentences. Reply as JSON: "
+        f"about a {situation} situation. Each turn 1 to 3 sentences. "
+    )
+    if sc.lexically_neutral:
+        # A minimal pair: every member gets the same user words; only the voice and the reply
+        # differ (the template writer composes the shared words, validation checks them).
+        from opens2s.data.writer_template import neutral_user_turns
+
+        given = json.dumps(neutral_user_turns(sample, seed))
+        user += (
+            "The user's words do not show the emotion: it is heard only in their voice. Use "
+            f"exactly these user turns, word for word, in order: {given}. Write the assistant "
+            f"turns for a user who sounds {strength} {sc.emotion}. "
+        )
+    else:
+        user += "The user's words show their emotion. "
+    user += (
+        "Reply as JSON: "
         '{"turns": [{"role": "user", "text": "..."}, {"role": "assistant", "text": "..."}]}'
     )
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
@@ -132,9 +149,18 @@ def accept_answer(
         turns = parse_script(answer)
     except ScriptFormatError as e:
         return str(e)
-    problem = problem_with_turns(turns, validation, scen)
+    problem = problem_with_turns(
+        turns, validation, scen, lexically_neutral=sample.scenario.lexically_neutral
+    )
     if problem:
         return f"invalid script: {problem}"
+    if sample.scenario.lexically_neutral:
+        from opens2s.data.writer_template import neutral_user_turns
+
+        given = [normalise_text(t) for t in neutral_user_turns(sample, scen.seed)]
+        said = [t.text for t in turns if t.role == "user"]
+        if said != given:
+            return f"minimal pair: the user turns must be the pair's words {given}, got {said}"
     sample.turns = turns
     return None
 
@@ -176,7 +202,7 @@ class TransformersScriptWriter:
 
         prompts = [
             self.tokenizer.apply_chat_template(
-                script_messages(s), add_generation_prompt=True, tokenize=False
+                script_messages(s, self.scen.seed), add_generation_prompt=True, tokenize=False
             )
             for s in samples
         ]
@@ -232,7 +258,7 @@ def _vllm_request(
             seed=(seed * 1_000_003 + sample.index * 31 + attempt) % (2**31),
             structured_outputs={"json": SCRIPT_SCHEMA},
         )
-    return {**row, "messages": script_messages(sample), "sampling_params": params}
+    return {**row, "messages": script_messages(sample, seed), "sampling_params": params}
 
 
 def _vllm_answer(

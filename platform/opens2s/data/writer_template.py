@@ -4,6 +4,11 @@ The user's turns carry the scenario's emotion (openers, feeling sentences at the
 intensity, reactions); the assistant acknowledges, validates, suggests a concrete step and asks a
 question. Slots (who, when, the situation's things and places) are chosen once per dialogue, so a
 script stays consistent while thousands of scripts stay distinct. Seeded by (seed, index).
+
+A lexically neutral dialogue (``scenario.lexically_neutral``, a minimal-pair member) has user turns
+that say what happened and nothing about how it felt (no phrase the emotion lexicon flags), drawn
+from the pair's seed so every member says the same words; the assistant still answers the
+member's own emotion, which only the voice carries.
 """
 
 from __future__ import annotations
@@ -46,9 +51,50 @@ def _end(text: str) -> str:
     return text if text[-1:] in ".!?" else text + "."
 
 
+def _without_emotion_words(options: tuple[str, ...]) -> tuple[str, ...]:
+    """The options the emotion lexicon does not flag (all of them if it flags every one)."""
+    kept = tuple(o for o in options if not content.emotion_words_in(o))
+    return kept or options
+
+
+def _neutral_user_turns(sample: Sample, seed: int) -> tuple[list[str], int, dict[str, str]]:
+    """User turns of a minimal pair (the same for every member): text, event number, slots."""
+    sc = sample.scenario
+    rng = np.random.default_rng([seed, sc.pair, 5])
+    situation = content.situation_by_name(sc.situation)
+    persona = content.persona_by_name(sc.persona)
+    slots = {"who": persona.people[int(rng.integers(len(persona.people)))]}
+    slots["when"] = content.WHEN[int(rng.integers(len(content.WHEN)))]
+    for name, values in situation.fillers.items():
+        slots[name] = values[int(rng.integers(len(values)))]
+    c = _Composer(rng, slots)
+    events = [e for e in situation.events if not content.emotion_words_in(e)] or situation.events
+    event_no = situation.events.index(events[int(rng.integers(len(events)))])
+    details = _without_emotion_words(situation.details)
+    parts = [c.pick(content.NEUTRAL_OPENERS)]
+    if rng.random() < 0.4:
+        parts.append(c.pick(_without_emotion_words(persona.intro)) + ", and")
+    parts.append(_SLOT.sub(lambda m: slots.get(m.group(1), m.group(0)), situation.events[event_no]))
+    parts[-1] += "."
+    parts.append(c.pick(content.NEUTRAL_DETAIL_LEADS) + " " + _end(c.pick(details)))
+    turns = [_sentence_case(" ".join(parts))]
+    for _ in range(sc.exchanges - 1):
+        follow = [c.pick(content.NEUTRAL_REACTS)]
+        follow.append(c.pick(content.NEUTRAL_DETAIL_LEADS) + " " + _end(c.pick(details)))
+        turns.append(_sentence_case(" ".join(follow)))
+    return turns, event_no, slots
+
+
+def neutral_user_turns(sample: Sample, seed: int) -> list[str]:
+    """The user turns every member of ``sample``'s minimal pair says (lexically neutral)."""
+    return _neutral_user_turns(sample, seed)[0]
+
+
 def write_script(sample: Sample, seed: int) -> list[Turn]:
     """The turns of one dialogue for ``sample``'s scenario (deterministic in seed and index)."""
     sc = sample.scenario
+    if sc.lexically_neutral:
+        return _write_minimal_pair_member(sample, seed)
     rng = np.random.default_rng([seed, sample.index, 2])
     situation = content.situation_by_name(sc.situation)
     persona = content.persona_by_name(sc.persona)
@@ -101,6 +147,31 @@ def write_script(sample: Sample, seed: int) -> list[Turn]:
             if rng.random() < 0.5:
                 follow.append(c.pick(feel["feel_mild"]))
             turns.append(Turn("user", _sentence_case(" ".join(follow))))
+    return turns
+
+
+def _write_minimal_pair_member(sample: Sample, seed: int) -> list[Turn]:
+    """A lexically neutral script: the pair's user words, replies fitting this member's emotion."""
+    sc = sample.scenario
+    user_turns, event_no, slots = _neutral_user_turns(sample, seed)
+    situation = content.situation_by_name(sc.situation)
+    rng = np.random.default_rng([seed, sample.index, 2])
+    a = _Composer(rng, {**slots, "who": re.sub(r"^my ", "your ", slots["who"])})
+    feel = content.phrases_for(sc.emotion)
+    turns = []
+    for exchange, user_text in enumerate(user_turns):
+        turns.append(Turn("user", user_text))
+        if exchange == 0 and event_no < len(situation.steps):
+            step = a.pick((situation.steps[event_no],))
+        else:
+            step = a.pick(situation.steps)
+        help_line = a.pick(content.HELP_LEADS).replace("{step}", step)
+        if exchange == 0:
+            reply = [a.pick(feel["ack"]), a.pick(feel["validate"]), help_line]
+            reply.append(a.pick(content.QUESTIONS))
+        else:
+            reply = [a.pick(content.ENCOURAGE), help_line, a.pick(content.CLOSINGS)]
+        turns.append(Turn("assistant", _sentence_case(" ".join(reply))))
     return turns
 
 
