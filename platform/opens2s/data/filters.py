@@ -3,7 +3,12 @@ check's name and what was measured. Measurements of passing samples go to the ma
 
 Checks: duration bounds, NaN/clipping (``opens2s.audio.io.validate_audio``), silence ratio (share
 of 20 ms frames below ``silence_db``), and optionally the ASR word error rate between the script
-and what a recogniser hears.
+and what a recogniser hears. On user turns that carry an emotion, against the speaker's neutral
+rendering of the same words (made by the render stage): ``prosody`` (the rule of
+``opens2s.audio.prosody``: F0 level and range, tempo, energy move as the literature says the
+emotion moves them) and ``speaker_similarity`` (resemblyzer cosine, ``min_speaker_similarity``);
+and ``ser`` (a speech-emotion-recognition model from ``ser_model_path`` must hear the target).
+Drop reasons start with the check's name, so summary.json counts drops per filter.
 """
 
 from __future__ import annotations
@@ -46,6 +51,16 @@ class AudioFilter:
             from opens2s.audio.asr import Transcriber
 
             self.transcriber = Transcriber()
+        self.speaker_encoder = None
+        if settings.verify_prosody and settings.min_speaker_similarity is not None:
+            from opens2s.audio.speaker import SpeakerEncoder
+
+            self.speaker_encoder = SpeakerEncoder(audio.speaker_encoder)
+        self.recognizer = None
+        if settings.ser_model_path is not None:
+            from opens2s.audio.ser import EmotionRecognizer
+
+            self.recognizer = EmotionRecognizer(settings.ser_model_path)
 
     def problem_with(self, s: Sample) -> str | None:
         """The first failed check of a rendered sample (recording measurements), or None."""
@@ -92,6 +107,54 @@ class AudioFilter:
         s.checks["clipped_fraction_max"] = round(worst_clip, 6)
         if self.transcriber is not None:
             s.checks["wer_max"] = round(worst_wer, 4)
+        return self.emotion_problem(s)
+
+    def emotion_problem(self, s: Sample) -> str | None:
+        """Prosody, speaker and SER checks of the user turns (recording what they measured)."""
+        from opens2s.audio.prosody import measure_prosody, verify_emotion
+        from opens2s.audio.speaker import cosine_similarity
+        from opens2s.data.render import reference_key
+
+        emotion, sr = s.scenario.emotion, s.sample_rate
+        for i, turn in enumerate(s.turns):
+            if turn.role != "user":
+                continue
+            wave, reference = s.waves[i], s.waves.get(reference_key(i))
+            if reference is not None:
+                verdict = verify_emotion(
+                    measure_prosody(wave, sr), measure_prosody(reference, sr), emotion
+                )
+                s.checks["prosody_agrees"] = min(
+                    s.checks.get("prosody_agrees", 1.0), float(verdict.agrees)
+                )
+                if i == 0:
+                    for cue, change in verdict.changes.items():
+                        s.checks[f"prosody_{cue}"] = change
+                if not verdict.agrees:
+                    return f"prosody: turn {i} (user) {verdict.reason}"
+                if self.speaker_encoder is not None:
+                    sim = cosine_similarity(
+                        self.speaker_encoder.embed(wave, sr),
+                        self.speaker_encoder.embed(reference, sr),
+                    )
+                    low = min(s.checks.get("speaker_similarity_min", 1.0), sim)
+                    s.checks["speaker_similarity_min"] = round(low, 4)
+                    limit = self.settings.min_speaker_similarity
+                    if limit is not None and sim < limit:
+                        return (
+                            f"speaker_similarity: turn {i} (user) is {sim:.3f} from "
+                            f"{s.scenario.speaker}'s neutral rendering (at least {limit} needed)"
+                        )
+            if self.recognizer is not None:
+                heard = self.recognizer.recognize(wave, sr)
+                if heard.emotion is not None:
+                    agrees = float(heard.emotion == emotion)
+                    s.checks["ser_agrees"] = min(s.checks.get("ser_agrees", 1.0), agrees)
+                    if not agrees:
+                        return (
+                            f"ser: turn {i} (user) sounds {heard.emotion} ({heard.label!r}, "
+                            f"p={heard.probability:.2f}), its target is {emotion}"
+                        )
         return None
 
     def __call__(self, samples: list[Sample]) -> list[Sample]:
@@ -100,6 +163,8 @@ class AudioFilter:
             if not s.ok:
                 continue
             problem = self.problem_with(s)
+            # The neutral references served their purpose: only the turns travel on.
+            s.waves = {k: v for k, v in s.waves.items() if k >= 0}
             if problem:
                 s.drop(STAGE, problem)
         return samples

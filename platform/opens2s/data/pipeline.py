@@ -231,7 +231,7 @@ def script_stages(cfg: PlatformConfig, scen, *, template_only: bool = False) -> 
         StageSpec(
             "render",
             TurnRenderer,
-            {"audio": cfg.audio},
+            {"audio": cfg.audio, "neutral_references": cfg.data.filters.verify_prosody},
             batch_size=cfg.data.render.batch_size,
             holds_model=cfg.audio.tts_engine != "espeak",
             num_gpus=cfg.data.render.gpus_per_worker,
@@ -256,7 +256,7 @@ def corpus_stages(cfg: PlatformConfig, scen, root: str, tokenizer_uri: str) -> l
             AudioFilter,
             {"settings": d.filters, "audio": cfg.audio},
             batch_size=d.render.batch_size,
-            holds_model=d.filters.max_wer is not None,
+            holds_model=d.filters.max_wer is not None or d.filters.ser_model_path is not None,
         ),
         StageSpec(
             "output",

@@ -24,6 +24,43 @@ def reason_key(stage: str, reason: str) -> str:
     return f"{stage}: {kind}"
 
 
+def _agreement(rows, quarantine, column: str, filter_name: str) -> dict[str, dict[str, Any]]:
+    """Per emotion: renders a verifier checked, how many agreed, the rate. Kept dialogues carry
+    the verdict in ``column``; those the filter dropped count as disagreeing."""
+    checked: Counter[str] = Counter()
+    agreed: Counter[str] = Counter()
+    for r in rows:
+        if r.get(column) is not None:
+            checked[r["emotion"]] += 1
+            agreed[r["emotion"]] += int(r[column] >= 1.0)
+    for q in quarantine:
+        if q["stage"] == "filters" and q["reason"].startswith(filter_name + ":"):
+            checked[q["emotion"]] += 1
+    return {
+        e: {"checked": n, "agreed": agreed[e], "agreement": round(agreed[e] / n, 4)}
+        for e, n in sorted(checked.items())
+    }
+
+
+def paralinguistic_summary(
+    rows: list[dict[str, Any]], quarantine: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Lexically neutral share and minimal pairs of the kept dialogues, per-emotion agreement of
+    the prosody verifier and the SER model, and drops per filter (docs/corpus.md)."""
+    neutral = [r for r in rows if r.get("lexically_neutral")]
+    members = Counter(r["pair"] for r in neutral if r.get("pair", -1) >= 0)
+    drops = Counter(
+        q["reason"].split(":", 1)[0].strip() for q in quarantine if q["stage"] == "filters"
+    )
+    return {
+        "lexically_neutral_share": round(len(neutral) / len(rows), 4) if rows else 0.0,
+        "minimal_pairs_complete": sum(1 for n in members.values() if n >= 2),
+        "prosody_agreement": _agreement(rows, quarantine, "prosody_agrees", "prosody"),
+        "ser_agreement": _agreement(rows, quarantine, "ser_agrees", "ser"),
+        "drops_per_filter": dict(drops.most_common()),
+    }
+
+
 def summarize(
     root: str,
     manifest: pa.Table,
@@ -58,6 +95,7 @@ def summarize(
             Counter(reason_key(q["stage"], q["reason"]) for q in quarantine).most_common()
         ),
         "stage_seconds": {k: round(v, 3) for k, v in sorted(stage_seconds.items())},
+        **paralinguistic_summary(rows, quarantine),
     }
     if elapsed_seconds is not None:
         summary["elapsed_seconds"] = round(elapsed_seconds, 2)
@@ -101,6 +139,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{summary['assistant_hours']:.4f} h assistant)",
         "  per emotion: " + ", ".join(f"{k} {v}" for k, v in summary["per_emotion"].items()),
     ]
+    if "lexically_neutral_share" in summary:
+        agreement = summary.get("prosody_agreement") or {}
+        lines.append(
+            f"  lexically neutral: {summary['lexically_neutral_share']:.0%} "
+            f"({summary['minimal_pairs_complete']} complete minimal pairs); prosody agrees: "
+            + (", ".join(f"{k} {v['agreement']:.0%}" for k, v in agreement.items()) or "-")
+        )
     if summary["drops_by_reason"]:
         lines.append(
             "  drops: " + "; ".join(f"{k} x{v}" for k, v in summary["drops_by_reason"].items())
