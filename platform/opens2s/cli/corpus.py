@@ -58,3 +58,63 @@ def stats(
     except FileNotFoundError as e:
         raise typer.BadParameter(str(e), param_hint="DIR") from e
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
+
+@app.command("continuation")
+def continuation(
+    config: Path = typer.Option(..., "--config", help="Platform config YAML."),
+    manifest: str | None = typer.Option(None, help="ASR/SER manifest; continuation.manifest."),
+    output: str | None = typer.Option(None, help="Root (path or s3://); continuation.output_uri."),
+    set_: list[str] = typer.Option([], "--set", help="Override, e.g. continuation.workers=2."),
+) -> None:
+    """Build the continuation corpus (speech understanding) from an ASR/SER manifest; resumes."""
+    import ray
+    import yaml
+
+    from opens2s.config import ConfigError, load_config
+    from opens2s.data.continuation import EmptyContinuationError, build_continuation
+    from opens2s.data.continuation_manifest import ManifestError
+
+    overrides: dict[str, object] = {}
+    for pair in set_:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        overrides[key.strip()] = yaml.safe_load(value)
+    if output:
+        overrides["continuation.output_uri"] = output
+    try:
+        cfg = load_config(config, overrides)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--config") from e
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
+    try:
+        build_continuation(cfg, manifest=manifest, log=typer.echo)
+    except (EmptyContinuationError, ManifestError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("import-asr")
+def import_asr(
+    folder: Path = typer.Argument(..., help="Folder of audio files with transcripts."),
+    out: str | None = typer.Option(None, help="Manifest to write (default FOLDER/manifest.jsonl)."),
+) -> None:
+    """Make an ASR manifest from a folder: ``x.wav`` + ``x.txt``, or LibriSpeech ``*.trans.txt``.
+    Unusable files are listed with the reason (and in ``<manifest>.problems.jsonl``)."""
+    from opens2s import storage
+    from opens2s.data.continuation_manifest import ManifestError, import_asr_dir, write_manifest
+
+    try:
+        rows, problems = import_asr_dir(folder)
+    except ManifestError as e:
+        raise typer.BadParameter(str(e), param_hint="FOLDER") from e
+    target = out or str(folder / "manifest.jsonl")
+    write_manifest(target, rows)
+    storage.write_text(target + ".problems.jsonl", "".join(json.dumps(p) + "\n" for p in problems))
+    for p in problems:
+        typer.echo(f"skipped {p['path']}: {p['reason']}", err=True)
+    typer.echo(f"{target}: {len(rows)} utterances, {len(problems)} problems")
+    if not rows:
+        raise typer.Exit(1)
