@@ -118,3 +118,31 @@ def import_asr(
     typer.echo(f"{target}: {len(rows)} utterances, {len(problems)} problems")
     if not rows:
         raise typer.Exit(1)
+
+
+@app.command("import-opens2s")
+def import_opens2s(
+    files: list[Path] = typer.Argument(..., help="Released OpenS2S dataset JSONL files."),
+    into: str = typer.Option(..., "--into", help="Corpus root to add the records to."),
+    audio_root: Path | None = typer.Option(
+        None, help="Where relative audio paths start (default: each file's folder)."
+    ),
+    unit_vocab: int = typer.Option(16384, help="Unit vocabulary (GLM-4-Voice: 16384)."),
+    shard_size: int = typer.Option(100, help="Records per new shard."),
+) -> None:
+    """Import a local copy of the released OpenS2S dataset (its JSONL layout) into a corpus, in
+    new shards beside generated data; refused lines are listed with the reason."""
+    from opens2s.data.import_released import import_released
+
+    try:
+        report = import_released(
+            files, into, audio_root=audio_root, shard_size=shard_size, unit_vocab_size=unit_vocab
+        )
+    except FileNotFoundError as e:
+        raise typer.BadParameter(str(e), param_hint="FILES") from e
+    for q in report.refused:
+        typer.echo(f"refused {q['id']}: {q['reason']}", err=True)
+    typer.echo(
+        f"{into}: {report.records} records imported into shards {report.shards}, "
+        f"{len(report.refused)} refused, {report.already_imported} already there"
+    )
