@@ -499,8 +499,11 @@ class CosyVoice2TTS(TTSEngine):
             ) from e
         from opens2s.audio.io import load_audio
 
+        for p in prompts:  # readable audio, or an error naming the file, before the model loads
+            load_audio(p, 16000)
         self._model = CosyVoice2(str(model_dir), load_jit=False, load_trt=False, fp16=fp16)
-        self._prompts = {p.stem: load_audio(p, 16000) for p in prompts}
+        # Upstream's frontend (cosyvoice/cli/frontend.py) reads the prompt itself, from a path.
+        self._prompts = {p.stem: str(p) for p in prompts}
 
     def speakers(self) -> list[str]:
         """Names of the prompt recordings in ``speakers_dir``."""
@@ -510,8 +513,6 @@ class CosyVoice2TTS(TTSEngine):
         self, text: str, speaker: str, emotion: str = "neutral", intensity: float = 1.0
     ) -> tuple[np.ndarray, int]:
         """Speak ``text`` in the prompt speaker's voice, instructed with the emotion."""
-        import torch
-
         if not text.strip():
             raise TTSError("text", "empty text, nothing to speak")
         if speaker not in self._prompts:
@@ -523,10 +524,13 @@ class CosyVoice2TTS(TTSEngine):
             instruction = instruction.replace("Speak ", "Speak very ", 1)
         elif emotion != "neutral" and intensity < 0.5:
             instruction = instruction.replace("Speak ", "Speak slightly ", 1)
-        prompt = torch.from_numpy(self._prompts[speaker])[None, :]
+        # CosyVoice2's instruct text ends with <|endofprompt|> (upstream example.py).
+        instruction += "<|endofprompt|>"
         pieces = [
             out["tts_speech"].squeeze(0).float().cpu().numpy()
-            for out in self._model.inference_instruct2(text, instruction, prompt, stream=False)
+            for out in self._model.inference_instruct2(
+                text, instruction, self._prompts[speaker], stream=False
+            )
         ]
         return np.concatenate(pieces).astype(np.float32), int(self._model.sample_rate)
 
