@@ -41,7 +41,7 @@ class ScenarioSettings(_Stage):
     """Fewest user/assistant exchanges in a dialogue."""
     max_exchanges: int = Field(1, ge=1)
     """Most user/assistant exchanges in a dialogue."""
-    neutral_share: float = Field(0.35, ge=0, le=1)
+    neutral_share: float = Field(0.4, ge=0, le=1)
     """Share of dialogues whose user turns carry no emotion words, so that only the voice tells
     the emotion (checked against validation's emotion lexicon). They come as minimal pairs: the
     same user words, speaker and situation rendered with ``pair_size`` different emotions, each
