@@ -30,7 +30,7 @@ def test_renders_carry_their_emotion_and_a_mislabelled_one_is_dropped_with_the_c
     assert reference_key(0) in samples[0].waves and reference_key(0) not in samples[2].waves
     # sample 3 was rendered angry; relabel it sad: the verifier must hear the difference
     samples[3].scenario = dataclasses.replace(samples[3].scenario, emotion="sad")
-    out = AudioFilter(FilterSettings(), AUDIO)(samples)
+    out = AudioFilter(FilterSettings(min_speaker_similarity=0.75), AUDIO)(samples)
     assert [s.ok for s in out] == [True, True, True, False]
     assert out[3].dropped_reason.startswith("prosody: turn 0 (user) sad against neutral")
     assert "higher F0" in out[3].dropped_reason

@@ -123,7 +123,7 @@ def measure_prosody(wave: np.ndarray, sample_rate: int) -> ProsodyFeatures:
     energy_db = float(10 * np.log10(np.mean(rms[active] ** 2)))
 
     pitch = parselmouth.Sound(arr, float(sample_rate)).to_pitch(
-        time_step=FRAME_SECONDS / 2, pitch_floor=PITCH_FLOOR_HZ, pitch_ceiling=PITCH_CEILING_HZ
+        time_step=FRAME_SECONDS, pitch_floor=PITCH_FLOOR_HZ, pitch_ceiling=PITCH_CEILING_HZ
     )
     f0 = pitch.selected_array["frequency"]
     voiced = f0[f0 > 0]

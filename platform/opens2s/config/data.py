@@ -126,11 +126,13 @@ class FilterSettings(_Stage):
     """Render each emotional user turn once more, neutral, by the same speaker, and drop the
     dialogue when its prosody (F0 level and range, tempo, energy) moved against what its emotion
     calls for (``opens2s.audio.prosody``; rule after Juslin & Laukka 2003)."""
-    min_speaker_similarity: float | None = Field(0.75, ge=-1, le=1)
+    min_speaker_similarity: float | None = Field(None, ge=-1, le=1)
     """Smallest cosine similarity (audio.speaker_encoder) between a user turn and its speaker's
     neutral rendering of the same words; None = check off. Needs ``verify_prosody``'s neutral
-    renderings. espeak voices measure 0.86-0.99 against themselves across emotions, and up to
-    0.96 against other catalog voices: the check catches a render that lost its speaker."""
+    renderings. espeak voices measure 0.86-0.99 against themselves across emotions and up to
+    0.96 against other catalog voices, so on espeak it only catches a render that lost its
+    speaker outright; 0.75 is a start for a zero-shot TTS (cosyvoice2). It costs two resemblyzer
+    embeddings per user turn (~0.3 s on one core, ~5x the rest of a tiny dialogue), hence off."""
     ser_model_path: str | None = None
     """Local directory of a speech-emotion-recognition model (a transformers audio
     classification checkpoint: config.json with id2label, weights, preprocessor_config.json);
