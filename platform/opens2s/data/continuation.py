@@ -169,12 +169,12 @@ def check_audio(
         wave = load_audio(data, 16000, max_seconds=max_seconds)
         seconds = wave.size / 16000
         if seconds < min_seconds:
-            _drop(row, "audio", f"{src}: lasts {seconds:.2f} s, need at least {min_seconds} s")
+            _drop(row, "audio", f"too short: {src} lasts {seconds:.2f} s, need {min_seconds} s")
         row["seconds"] = round(seconds, 3)
     except AudioError as e:
-        _drop(row, "audio", f"{row['source']}: {e.problem}")
+        _drop(row, "audio", f"unusable audio: {row['source']}: {e.problem}")
     except Exception as e:  # storage errors: the row is quarantined, the job goes on
-        _drop(row, "audio", f"{row['source']}: {type(e).__name__}: {e}")
+        _drop(row, "audio", f"unreadable audio: {row['source']}: {type(e).__name__}: {e}")
     row["instruction"] = training_instruction(row, backend)
     return _timed("audio", row, start)
 
@@ -260,11 +260,13 @@ class TransformersContinuationWriter:
 def _vllm_request(row: dict[str, Any], *, settings: ContinuationSection) -> dict[str, Any]:
     row = _clean(row)
     pending = not row["dropped_stage"]
-    params: dict[str, Any] = {"max_tokens": settings.max_new_tokens if pending else 1}
-    if pending:
-        params["temperature"] = settings.temperature
-        if settings.temperature > 0:
-            params["seed"] = int(row["index"]) % (2**31)
+    # Every row carries the same keys: Ray Data merges the rows' dicts into one Arrow struct
+    # column, and a key missing from some rows reaches vLLM as None there (it then fails).
+    params: dict[str, Any] = {
+        "max_tokens": settings.max_new_tokens if pending else 1,
+        "temperature": settings.temperature,
+        "seed": int(row["index"]) % (2**31),
+    }
     return {**row, "messages": generation_messages(row), "sampling_params": params}
 
 
@@ -318,7 +320,7 @@ def finish(row: dict[str, Any], *, root: str, validation: ValidationSettings) ->
     problem = problem_with_text(text, validation, speakable=False)
     if problem:
         snippet = re.sub(r"\s+", " ", row["target"])[:120]
-        _drop(row, "validation", f"{row['writer']} text {problem}: {snippet!r}")
+        _drop(row, "validation", f"text {problem} ({row['writer']}): {snippet!r}")
         return _timed("output", row, start)
     row["target"] = text
     suffix = Path(row["source"].rsplit("/", 1)[-1]).suffix.lower() or ".wav"

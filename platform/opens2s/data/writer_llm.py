@@ -251,13 +251,14 @@ def _vllm_request(
 ) -> dict[str, Any]:
     sample = from_row(row)
     pending = sample.ok and not sample.turns
-    params: dict[str, Any] = {"max_tokens": writer.max_new_tokens if pending else 1}
-    if pending:
-        params.update(
-            temperature=writer.temperature,
-            seed=(seed * 1_000_003 + sample.index * 31 + attempt) % (2**31),
-            structured_outputs={"json": SCRIPT_SCHEMA},
-        )
+    # Every row carries the same keys: Ray Data merges the rows' dicts into one Arrow struct
+    # column, and a key missing from some rows reached vLLM as None there (a TypeError per row).
+    params: dict[str, Any] = {
+        "max_tokens": writer.max_new_tokens if pending else 1,
+        "temperature": writer.temperature,
+        "seed": (seed * 1_000_003 + sample.index * 31 + attempt) % (2**31),
+        "structured_outputs": {"json": SCRIPT_SCHEMA},
+    }
     return {**row, "messages": script_messages(sample, seed), "sampling_params": params}
 
 
