@@ -112,7 +112,7 @@ def test_transcript_backend_writes_records_the_training_reader_encodes(
     result = build_continuation(cfg, log=logs.append)
     root = cfg.continuation_uri()
     assert root == storage.join(str(tmp_path / "run"), "continuation")
-    assert (result["records_written"], result["utterances_quarantined"]) == (3, 5)
+    assert (result["records_written"], result["quarantined"]) == (3, 5)
     assert result["shards"] == 3 and len(shard_paths(root)) == 3
 
     quarantine = [json.loads(x) for x in storage.read_text(f"{root}/quarantine.jsonl").splitlines()]
@@ -214,8 +214,11 @@ def test_tiny_pipeline_manifest_comes_from_dialogue_user_turns(ray_local, tmp_pa
         ("00_user.flac", SENTENCES[1], "sad"),
         ("00_user.flac", SENTENCES[3], "happy"),
     ]
-    cfg = _cfg(tmp_path / "run", manifest=manifest)
+    # Without continuation.manifest the job makes the same manifest itself (the pipeline's way).
+    cfg = _cfg(tmp_path / "run")
     assert build_continuation(cfg, log=lambda _: None)["records_written"] == 2
+    made = storage.join(cfg.continuation_uri(), "asr_manifest.jsonl")
+    assert storage.read_text(made) == storage.read_text(manifest)
 
 
 def test_transformers_backend_writes_what_the_lm_generates(ray_local, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from opens2s.config import PlatformConfig
 from opens2s.config.continuation import ContinuationSection
 from opens2s.config.data import ValidationSettings
 from opens2s.data import output, summary
-from opens2s.data.continuation_manifest import read_asr_manifest
+from opens2s.data.continuation_manifest import manifest_from_dialogue_corpus, read_asr_manifest
 from opens2s.data.validation import normalise_text, problem_with_text
 
 Log = Callable[[str], None]
@@ -58,6 +58,9 @@ SER_INSTRUCTION = (
 """Upstream's SER prompt (LLM, with the label) and training instruction (record, without it)."""
 TRANSCRIBE_INSTRUCTION = "Transcribe the following speech: "
 """The ``transcript`` backend's instruction: its target is the transcript itself."""
+
+DIALOGUE_MANIFEST = "asr_manifest.jsonl"
+"""The manifest made from the dialogue corpus when ``continuation.manifest`` is unset."""
 
 COLUMNS = {
     "id": pa.string(),
@@ -514,7 +517,7 @@ def summarize(
     return {
         "output": root,
         "records_written": len(rows),
-        "utterances_quarantined": len(quarantine),
+        "quarantined": len(quarantine),
         "shards": len(output.completed_shards(root)),
         "hours": round(sum(r["seconds"] for r in rows) / 3600, 4),
         "per_emotion": dict(sorted(Counter(r["emotion"] or "-" for r in rows).items())),
@@ -534,19 +537,21 @@ def build_continuation(
     cfg: PlatformConfig, *, manifest: str | None = None, log: Log = print
 ) -> dict[str, Any]:
     """Build (or finish building) the continuation corpus of ``manifest`` (default
-    ``continuation.manifest``) at ``cfg.continuation_uri()``; returns its summary."""
+    ``continuation.manifest``, else one made from the dialogue corpus's user turns, kept as
+    ``<root>/asr_manifest.jsonl``) at ``cfg.continuation_uri()``; returns its summary."""
     import ray
     import ray.data
 
     start = time.perf_counter()
     c = cfg.continuation
     manifest = manifest or c.manifest
-    if not manifest:
-        raise ValueError(
-            "no ASR/SER manifest: set continuation.manifest (or pass one; `opens2s corpus "
-            "import-asr DIR` makes one from a folder of audio + transcripts)"
-        )
     root = cfg.continuation_uri()
+    if not manifest:
+        # No external data: the dialogue corpus's user turns (audio + script text + emotion).
+        manifest = storage.join(root, DIALOGUE_MANIFEST)
+        if not storage.exists(manifest):
+            n = manifest_from_dialogue_corpus(cfg.corpus_uri(), manifest)
+            log(f"[continuation] {n} user turns of {cfg.corpus_uri()} -> {manifest}")
     check_build_config(root, cfg, manifest)
     rows = planned_rows(manifest, c.shard_size)
     n_shards = math.ceil(len(rows) / c.shard_size)
@@ -574,14 +579,14 @@ def build_continuation(
         root,
         table,
         quarantine,
-        planned=len(rows),
+        utterances=len(rows),
         backend=c.backend,
         elapsed_seconds=round(time.perf_counter() - start, 2),
     )
     summary.write_summary(root, result)
     log(
         f"[continuation] {root}: {result['records_written']} records, "
-        f"{result['utterances_quarantined']} quarantined, {result['hours']:.4f} h, "
+        f"{result['quarantined']} quarantined, {result['hours']:.4f} h, "
         f"drops {result['drops_by_reason']}, {result['elapsed_seconds']:.1f} s"
     )
     if rows and not result["records_written"]:
