@@ -278,3 +278,27 @@ def test_transformers_backend_writes_what_the_lm_generates(ray_local, tmp_path: 
         assert instruction == (SER_INSTRUCTION if row["emotion"] else ASR_PROMPT)
         compared += 1
     assert compared >= 2
+
+
+def test_manifest_audio_and_output_on_s3(ray_local, s3_bucket: str, tmp_path: Path) -> None:
+    from opens2s.model import build_model, build_tokenizer
+    from opens2s.model.records import RecordEncoder, parse_record
+
+    base = f"s3://{s3_bucket}/asr"
+    lines = []
+    for i, text in enumerate(SENTENCES[:2]):
+        write_audio(tmp_path / f"u{i}.flac", _wave(1.0, i), SR)
+        storage.write_bytes(f"{base}/u{i}.flac", (tmp_path / f"u{i}.flac").read_bytes())
+        lines.append(json.dumps({"audio": f"u{i}.flac", "text": text, "emotion": "sad"}))
+    lines.append(json.dumps({"audio": "gone.flac", "text": SENTENCES[2]}))
+    storage.write_text(f"{base}/manifest.jsonl", "\n".join(lines) + "\n")
+    root = f"s3://{s3_bucket}/continuation"
+    cfg = _cfg(tmp_path / "run", manifest=f"{base}/manifest.jsonl", output_uri=root)
+    result = build_continuation(cfg, log=lambda _: None)
+    assert (result["records_written"], result["quarantined"]) == (2, 1)
+    (q,) = [json.loads(x) for x in storage.read_text(f"{root}/quarantine.jsonl").splitlines()]
+    assert q["source"] == f"{base}/gone.flac" and q["stage"] == "audio"
+    encoder = RecordEncoder(build_tokenizer("tiny"), build_model("tiny").config, root)
+    for rec in _records(root).values():
+        assert rec["messages"][0]["content"][1]["audio"].endswith(".flac")
+        assert encoder.encode(parse_record(rec))["speech_values"].shape[0] == 1
