@@ -23,6 +23,8 @@ from fastapi import FastAPI, HTTPException, Query, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
@@ -51,6 +53,9 @@ _SPEECH_QUERY = frozenset(
     {"token", *(name for name in SessionOptions.model_fields if name != "input_sample_rate")}
 )
 _STATIC_FILES = {"app.js": "text/javascript", "pcm-worklet.js": "text/javascript"}
+# What a client's WebSocket is closed with after its answer failed with model_unavailable (the model
+# replica streaming it died): 1012 "service restart", reconnect and repeat the turn.
+CLOSE_MODEL_LOST = 1012
 
 api = FastAPI(title="OpenS2S realtime speech API")
 
@@ -80,6 +85,35 @@ class _Link:
         self.turn_reason: str | None = None
         self.input_rate = INPUT_SAMPLE_RATE
         self.resampler: soxr.ResampleStream | None = None
+        self.ended = asyncio.Event()  # set by a response that ends the session
+        self.close_code = 1000
+
+    def end(self, code: int) -> None:
+        """End the session from its response task: the receive loop returns, the socket closes
+        with ``code``."""
+        self.close_code = code
+        self.ended.set()
+
+    async def receive(self, timeout: float) -> dict[str, Any] | None:
+        """The client's next ASGI message; None once :meth:`end` was called (also while
+        waiting); ``TimeoutError`` after ``timeout`` seconds."""
+        if self.ended.is_set():
+            return None
+        message = asyncio.ensure_future(self.ws.receive())
+        ended = asyncio.ensure_future(self.ended.wait())
+        try:
+            done, _ = await asyncio.wait(
+                (message, ended), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ended.cancel()
+            if not message.done():
+                message.cancel()
+        if message in done:
+            return message.result()
+        if ended in done:
+            return None
+        raise TimeoutError
 
     @property
     def responding(self) -> bool:
@@ -106,7 +140,11 @@ class _Link:
         self.task = None
 
     async def close(self, code: int) -> None:
-        if self.ws.application_state == WebSocketState.CONNECTED:
+        # Not after the client's own close: the proxy would fail to forward ours (and log it).
+        if (
+            self.ws.application_state == WebSocketState.CONNECTED
+            and self.ws.client_state != WebSocketState.DISCONNECTED
+        ):
             try:
                 await self.ws.close(code)
             except RuntimeError:
@@ -312,11 +350,14 @@ class Ingress:
             self.metrics.error("model_unavailable")
             self.metrics.response_done(route, "failed", None, None)
             finished = True
-            yield error_event(
-                "model_unavailable",
-                f"the model replica failed during the response ({type(e).__name__}); retry the turn",
-                response_id=rid,
-            )
+            if isinstance(e, RayActorError | ReplicaUnavailableError):
+                why = (
+                    f"the model replica answering this turn was lost ({type(e).__name__}); "
+                    "Serve replaces it: send the turn again (WebSocket: on a new session)"
+                )
+            else:
+                why = f"the model deployment failed the response ({type(e).__name__}); retry"
+            yield error_event("model_unavailable", why, response_id=rid)
             yield event("response.done", response_id=rid, status="failed")
         finally:
             if not finished:
@@ -350,7 +391,7 @@ class Ingress:
             self.open_sessions -= 1
             self.metrics.sessions(self.open_sessions)
             await link.cancel_response()
-            await link.close(1000)
+            await link.close(link.close_code)
 
     async def _session(self, link: _Link) -> None:
         from opens2s.serving.speech_stack import make_vad
@@ -392,7 +433,7 @@ class Ingress:
                 await link.send(expired)
                 return
             try:
-                msg = await asyncio.wait_for(link.ws.receive(), timeout=min(remaining, idle))
+                msg = await link.receive(timeout=min(remaining, idle))
             except TimeoutError:
                 if remaining <= idle:
                     self.metrics.error("session_expired")
@@ -411,7 +452,7 @@ class Ingress:
                 return
             except WebSocketDisconnect:
                 return
-            if msg["type"] == "websocket.disconnect":
+            if msg is None or msg["type"] == "websocket.disconnect":
                 return
             if not rate.allow():
                 self.metrics.error("rate_limited")
@@ -518,13 +559,15 @@ class Ingress:
             transcript = asyncio.ensure_future(self._transcribe(link, turn.audio))
 
         async def run() -> None:
-            text, done = "", None
+            text, done, lost = "", None, False
             answer = self._answer(turn.audio, session.options, history, "ws", t_end)
             try:
                 async for ev in answer:
                     if ev["type"] == "response.done":
                         done = ev
                         text = ev.get("text", "")
+                    elif ev["type"] == "error" and ev["code"] == "model_unavailable":
+                        lost = True
                     await link.send(ev)
             except asyncio.CancelledError:
                 await link.send(
@@ -533,6 +576,9 @@ class Ingress:
                 raise
             finally:
                 await answer.aclose()  # cancels the model stream when the client barged in
+            if lost:  # the replica is gone: a clean close, not a session that looks alive
+                link.end(CLOSE_MODEL_LOST)
+                return
             if done is not None and done.get("status") == "completed":
                 session.add_exchange(await transcript if transcript else "", text)
 

@@ -37,10 +37,15 @@ class S2SModel:
             blocks=self.cfg.serve.vocoder_blocks,
             max_batch=self.cfg.serve.limits.max_sessions_per_replica,
         )
+        # Serve's id of this replica (its actor is SERVE_REPLICA::<app>#S2SModel#<id>): answers
+        # name it, so a client or an operator sees which replica served a turn.
+        self.replica = serve.get_replica_context().replica_id.unique_id
 
     async def respond(self, req: TurnRequest) -> AsyncIterator[dict[str, Any]]:
         """Stream the events answering one user turn (text deltas, audio deltas, done)."""
         async for ev in self.loop.respond(req):
+            if ev["type"] == "response.done":
+                ev["replica"] = self.replica
             yield ev
 
     def info(self) -> dict[str, Any]:
@@ -50,6 +55,7 @@ class S2SModel:
             "output_sample_rate": self.loop.sample_rate,
             "voices": sorted(self.stack.voices),
             "model": self.stack.description,
+            "replica": self.replica,
             "replica_pid": os.getpid(),
             "active_responses": self.loop.active_count,
         }
