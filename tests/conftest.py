@@ -39,6 +39,12 @@ _pp = [str(ROOT / "platform"), str(TESTS), str(ROOT)]
 os.environ["PYTHONPATH"] = os.pathsep.join(
     _pp + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 )
+# Serve's proxy (a Ray worker: it inherits this environment) caps WebSocket messages at 1 MiB, as
+# docs/serving.md tells deployments to (opens2s.serving.proxy_limits).
+os.environ.setdefault(
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH",
+    "opens2s.serving.proxy_limits:cap_websocket_messages",
+)
 # Console scripts of the venv (moto_server, opens2s, ray) on PATH even when pytest is called by path.
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 

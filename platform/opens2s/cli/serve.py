@@ -41,6 +41,11 @@ def serve(
     port = s.port if port is None else port
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
+        if not address:  # the local proxy inherits it: WebSocket messages capped at 1 MiB
+            from opens2s.serving.proxy_limits import proxy_environment
+
+            for key, value in proxy_environment().items():
+                os.environ.setdefault(key, value)
         ray.init(address=address or "local", namespace="serve" if address else None)
     ray_serve.start(http_options={"host": host, "port": port})
     t0 = time.monotonic()
