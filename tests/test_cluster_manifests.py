@@ -208,3 +208,16 @@ def test_packaged_crds_are_the_shared_kuberay_crds_unchanged() -> None:
     packaged = ROOT / "platform/opens2s/cluster/crds"
     for file in CRD_FILES.values():
         assert (packaged / file).read_bytes() == (SHARED_CRDS / file).read_bytes(), file
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_ray_node_caps_websocket_messages_in_its_serve_proxy(name: str) -> None:
+    from opens2s.serving.proxy_limits import proxy_environment
+
+    spec = render_raycluster(load_config(CONFIGS[name]))["spec"]
+    pods = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    for pod in pods:
+        for container in pod["template"]["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            for key, value in proxy_environment().items():
+                assert env.get(key) == value, (container["name"], key)

@@ -15,6 +15,7 @@ import jsonschema
 
 from opens2s.cluster.raycluster import CONFIG_FILE, config_path
 from opens2s.config import PlatformConfig
+from opens2s.serving.proxy_limits import proxy_environment
 
 
 def _flags(params: dict[str, str]) -> list[str]:
@@ -29,7 +30,8 @@ def render_launcher(cfg: PlatformConfig) -> dict[str, Any]:
     """
     c = cfg.cluster
     run_options = ["--ulimit nofile=65536:65536", "--shm-size=8g"]
-    run_options += [f"--env {shlex.quote(f'{k}={v}')}" for k, v in c.env.items()]
+    env = {**proxy_environment(), **c.env}  # Serve's proxies cap WebSocket messages
+    run_options += [f"--env {shlex.quote(f'{k}={v}')}" for k, v in env.items()]
     node_types: dict[str, Any] = {
         "head": {
             "node_config": {"InstanceType": c.head.instance_type},

@@ -10,6 +10,7 @@ from typing import Any
 
 from opens2s.config import AUTH_TOKEN_ENV, PlatformConfig
 from opens2s.config.cluster import ClusterSection, PodResources
+from opens2s.serving.proxy_limits import proxy_environment
 
 CONFIG_FILE = "platform.yaml"
 CONFIG_VOLUME = "opens2s-config"
@@ -80,7 +81,9 @@ def _resources(r: PodResources) -> dict[str, Any]:
 
 
 def _env(cluster: ClusterSection) -> list[dict[str, str]]:
-    env = {"OPENS2S_CONFIG": config_path(cluster), **cluster.env}
+    # Every node's Serve proxy caps WebSocket messages (serving/proxy_limits.py); cluster.env
+    # may override the cap.
+    env = {"OPENS2S_CONFIG": config_path(cluster), **proxy_environment(), **cluster.env}
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
