@@ -120,3 +120,28 @@ def test_bomb_uploads_and_a_full_turn_stay_under_the_stated_memory_bound(tmp_pat
     assert results["full.flac"][0] == "decoded"
     for name, (_, growth) in results.items():
         assert growth < RSS_BOUND_BYTES, f"{name}: peak RSS grew {growth} bytes"
+
+
+def _flac_without_length(seconds: float) -> bytes:
+    """A FLAC whose STREAMINFO says 0 total samples, as streaming encoders write it."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    rng = np.random.default_rng(0)
+    sf.write(
+        buf,
+        (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32),
+        16000,
+        format="FLAC",
+    )
+    data = bytearray(buf.getvalue())
+    # STREAMINFO: 20 bits rate, 3 channels, 5 bits per sample, 36 bits total samples (bytes 18-25).
+    packed = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)
+    data[18:26] = packed.to_bytes(8, "big")
+    return bytes(data)
+
+
+def test_a_flac_that_does_not_declare_its_length_is_refused_with_that_reason():
+    # Not "too long: 576460752303423.5 s" (the sentinel frame count divided by the rate).
+    with pytest.raises(AudioError, match=r"does not declare the length"):
+        load_audio(_flac_without_length(3.0), 16000, max_seconds=10)

@@ -73,6 +73,12 @@ def _readable_error(e: Exception) -> str:
     return re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the data", text)
 
 
+UNKNOWN_FRAMES = 2**63 - 1
+"""libsndfile's frame count for a stream whose header does not say its length (a FLAC written by
+a streaming encoder has total samples 0). libsndfile cannot decode such a file to its end (its
+last read fails with a seek error and returns nothing), so it is refused by name."""
+
+
 def check_header(
     info: sf._SoundFileInfo | sf.SoundFile,
     name: str,
@@ -93,6 +99,12 @@ def check_header(
         raise AudioError(name, f"header declares {channels} channels, expected 1 to {max_channels}")
     if frames <= 0:
         raise AudioError(name, "audio file holds 0 samples")
+    if frames == UNKNOWN_FRAMES:
+        raise AudioError(
+            name,
+            "header does not declare the length (e.g. a FLAC from a streaming encoder, total "
+            "samples 0); re-encode it with its length (e.g. `ffmpeg -i IN OUT.flac`) or send WAV",
+        )
     if max_seconds is not None and frames / rate > max_seconds:
         raise AudioError(
             name, f"too long: {frames / rate:.1f} s, at most {max_seconds:g} s allowed"
