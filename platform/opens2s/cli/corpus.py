@@ -19,17 +19,12 @@ def build(
 ) -> None:
     """Build the corpus (resumes a killed run: complete shards are skipped)."""
     import ray
-    import yaml
 
+    from opens2s.cli.train import parse_overrides
     from opens2s.config import ConfigError, load_config
     from opens2s.data.pipeline import EmptyCorpusError, build_corpus
 
-    overrides: dict[str, object] = {}
-    for pair in set_:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides = parse_overrides(set_)
     if output:
         overrides["data.output.uri"] = output
     try:
@@ -69,18 +64,13 @@ def continuation(
 ) -> None:
     """Build the continuation corpus (speech understanding) from an ASR/SER manifest; resumes."""
     import ray
-    import yaml
 
+    from opens2s.cli.train import parse_overrides
     from opens2s.config import ConfigError, load_config
     from opens2s.data.continuation import EmptyContinuationError, build_continuation
     from opens2s.data.continuation_manifest import ManifestError
 
-    overrides: dict[str, object] = {}
-    for pair in set_:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides = parse_overrides(set_)
     if output:
         overrides["continuation.output_uri"] = output
     try:
