@@ -1,11 +1,18 @@
 """Speech emotion recognition (SER) from a local checkpoint: what emotion a rendering sounds like.
 
-The slot loads a transformers audio-classification directory (``config.json`` with ``id2label``,
-``model.safetensors`` or ``pytorch_model.bin``, ``preprocessor_config.json``): the format of the
-public SER checkpoints fine-tuned from wav2vec 2.0 / HuBERT / WavLM (e.g. the SUPERB emotion
-recognition models, 4 IEMOCAP classes ``neu hap ang sad``). Loading is strict: a missing,
-unexpected or mis-shaped weight is an error naming it, never a silently random layer. Nothing is
-downloaded (``local_files_only``).
+One loader serves the corpus filters (``data.filters.ser_model_path``) and the eval
+(``eval.ser_model_path``). It takes a directory in either of two formats, told apart by its files:
+
+- **transformers** audio classification: ``config.json`` with ``id2label``, ``model.safetensors``
+  or ``pytorch_model.bin``, ``preprocessor_config.json``. The format of the public SER
+  checkpoints fine-tuned from wav2vec 2.0 / HuBERT / WavLM (e.g. the SUPERB emotion recognition
+  models, 4 IEMOCAP classes ``neu hap ang sad``).
+- **FunASR emotion2vec**: ``config.yaml`` with ``model: Emotion2vec``, ``model.pt``,
+  ``tokens.txt`` (emotion2vec_plus_base/large, emotion2vec_base_finetuned; labels such as
+  ``生气/angry``); the network is ``opens2s.audio.emotion2vec``.
+
+Loading is strict in both: a missing, unexpected or mis-shaped weight is an error naming it, never
+a silently random layer. Nothing is downloaded (``local_files_only``).
 
 Labels map to the corpus emotions (``tts.EMOTIONS``) by name, by IEMOCAP's 3-letter codes and by
 emotion2vec's bilingual ``中文/english`` style; a label that maps to none (``other``, ``fru``,
@@ -68,34 +75,88 @@ class Recognition:
     probability: float
 
 
-class EmotionRecognizer:
-    """A transformers audio-classification checkpoint from a local directory (CPU or GPU)."""
+class SERFileMissing(AudioError, FileNotFoundError):
+    """An SER directory without a file its format needs (or no such directory)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+
+FORMATS = (
+    "a transformers audio-classification directory (config.json with id2label, "
+    "model.safetensors or pytorch_model.bin, preprocessor_config.json) or a FunASR emotion2vec "
+    "directory (config.yaml with model: Emotion2vec, model.pt, tokens.txt)"
+)
+
+
+def _check_labels(name: str, labels: list[str]) -> None:
+    if not any(corpus_emotion(v) for v in labels):
+        raise AudioError(name, f"none of its labels {sorted(labels)} names a corpus emotion")
+
+
+class EmotionRecognizer:
+    """An SER checkpoint from a local directory in either format (CPU or GPU).
+
+    ``setting`` names the config key the path came from, for error messages."""
+
+    def __init__(
+        self, path: str | Path, device: str = "cpu", setting: str = "data.filters.ser_model_path"
+    ) -> None:
+        path = Path(path)
+        name = f"SER model ({setting}) {path}"
+        if not path.is_dir():
+            raise SERFileMissing(name, f"directory does not exist (expected {FORMATS})")
+        self.device = device
+        self._lock = threading.Lock()
+        if (path / "config.yaml").is_file():
+            self.format = "emotion2vec"
+            self._load_emotion2vec(path, name)
+        elif (path / "config.json").is_file():
+            self.format = "transformers"
+            self._load_transformers(path, name)
+        else:
+            raise SERFileMissing(name, f"neither config.yaml nor config.json: expected {FORMATS}")
+
+    def _load_emotion2vec(self, path: Path, name: str) -> None:
+        from opens2s.audio.emotion2vec import SAMPLE_RATE, load_emotion2vec
+
+        for file, what in (("model.pt", "the weights"), ("tokens.txt", "the labels")):
+            if not (path / file).is_file():
+                raise SERFileMissing(
+                    name,
+                    f"no {file} ({what}): a FunASR emotion2vec directory needs config.yaml "
+                    "(model: Emotion2vec), model.pt and tokens.txt",
+                )
+        self.model = load_emotion2vec(path, self.device, source=name)
+        _check_labels(name, self.model.labels)
+        self.id2label = dict(enumerate(self.model.labels))
+        self.sample_rate = SAMPLE_RATE
+
+    def _load_transformers(self, path: Path, name: str) -> None:
         import torch
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
 
-        path = Path(path)
-        name = f"SER model {path}"
-        if not path.is_dir():
-            raise AudioError(name, "directory does not exist (data.filters.ser_model_path)")
-        if not (path / "config.json").is_file():
-            raise AudioError(name, "no config.json: not a transformers model directory")
+        needs = "a transformers directory needs config.json, weights and preprocessor_config.json"
         if not any((path / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
-            raise AudioError(name, "no weights (model.safetensors or pytorch_model.bin)")
+            raise SERFileMissing(
+                name, f"no weights (model.safetensors or pytorch_model.bin): {needs}"
+            )
         if not (path / "preprocessor_config.json").is_file():
-            raise AudioError(name, "no preprocessor_config.json (the feature extractor)")
+            raise SERFileMissing(
+                name, f"no preprocessor_config.json (the feature extractor): {needs}"
+            )
         config = AutoConfig.from_pretrained(path, local_files_only=True)
         id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
         if not id2label or all(v.startswith("LABEL_") for v in id2label.values()):
             raise AudioError(name, "config.json has no id2label names: cannot tell emotions")
-        if not any(corpus_emotion(v) for v in id2label.values()):
-            raise AudioError(
-                name, f"none of its labels {sorted(id2label.values())} names a corpus emotion"
+        _check_labels(name, list(id2label.values()))
+        try:
+            model, info = AutoModelForAudioClassification.from_pretrained(
+                path, local_files_only=True, output_loading_info=True, dtype=torch.float32
             )
-        model, info = AutoModelForAudioClassification.from_pretrained(
-            path, local_files_only=True, output_loading_info=True
-        )
+        except (OSError, RuntimeError, ValueError) as e:  # mis-shaped weights, unreadable files
+            raise AudioError(
+                name,
+                "weights do not match its config or cannot be read: "
+                f"{str(e).splitlines()[0][:300]}",
+            ) from e
         problems = [
             f"{kind}: {', '.join(sorted(str(x) for x in info.get(kind) or ())[:10])}"
             for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
@@ -105,20 +166,24 @@ class EmotionRecognizer:
             raise AudioError(name, f"weights do not match its config ({'; '.join(problems)})")
         self.extractor = AutoFeatureExtractor.from_pretrained(path, local_files_only=True)
         self.sample_rate = int(getattr(self.extractor, "sampling_rate", 16000))
-        self.model = model.to(device).eval()
-        self.device = device
+        self.model = model.to(self.device).eval()
         self.id2label = id2label
-        self._torch = torch
-        self._lock = threading.Lock()
+
+    def probabilities(self, wave: np.ndarray, sr: int) -> tuple[np.ndarray, list[str]]:
+        """Every label's probability for one utterance (any rate, mono float)."""
+        import torch
+
+        arr = resample(mono_wave(wave, "SER input", finite=True), sr, self.sample_rate)
+        with self._lock, torch.no_grad():
+            if self.format == "emotion2vec":
+                return self.model.recognize(arr)
+            feats = self.extractor(arr, sampling_rate=self.sample_rate, return_tensors="pt")
+            logits = self.model(**{k: v.to(self.device) for k, v in feats.items()}).logits[0]
+            probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return probs, [self.id2label[i] for i in range(len(probs))]
 
     def recognize(self, wave: np.ndarray, sr: int) -> Recognition:
         """The most probable label of one utterance (any rate, mono float)."""
-        arr = resample(mono_wave(wave, "SER input", finite=True), sr, self.sample_rate)
-        feats = self.extractor(arr, sampling_rate=self.sample_rate, return_tensors="pt")
-        feats = {k: v.to(self.device) for k, v in feats.items()}
-        with self._lock, self._torch.no_grad():
-            logits = self.model(**feats).logits[0].float()
-        probs = self._torch.softmax(logits, dim=-1).cpu().numpy()
+        probs, labels = self.probabilities(wave, sr)
         k = int(np.argmax(probs))
-        label = self.id2label[k]
-        return Recognition(label, corpus_emotion(label), round(float(probs[k]), 4))
+        return Recognition(labels[k], corpus_emotion(labels[k]), round(float(probs[k]), 4))
