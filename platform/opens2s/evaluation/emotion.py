@@ -96,97 +96,22 @@ def prosody_score(row: dict[str, Any], baseline: Any) -> dict[str, Any]:
 
 # ---- speech emotion recognizer slot --------------------------------------------------------------
 
-LABEL_ALIASES = {
-    "neu": "neutral",
-    "neutral": "neutral",
-    "calm": "neutral",
-    "hap": "happy",
-    "happy": "happy",
-    "happiness": "happy",
-    "joy": "happy",
-    "exc": "happy",
-    "sad": "sad",
-    "sadness": "sad",
-    "ang": "angry",
-    "angry": "angry",
-    "anger": "angry",
-    "fea": "fearful",
-    "fear": "fearful",
-    "fearful": "fearful",
-    "sur": "surprised",
-    "surprise": "surprised",
-    "surprised": "surprised",
-    "dis": "disgusted",
-    "disgust": "disgusted",
-    "disgusted": "disgusted",
-}
-"""Label names of common SER models (IEMOCAP's 4-letter codes, RAVDESS/CREMA-D words) mapped to
-our emotions."""
-
 
 class SpeechEmotionRecognizer:
-    """A HF audio-classification model from a local directory: ``config.json`` (an
-    ``...ForSequenceClassification`` architecture with ``id2label``), its weights
-    (``model.safetensors``) and ``preprocessor_config.json`` (its feature extractor).
-
-    Loaded strictly: a weight missing from the file, an unexpected or mis-shaped one, or a label
-    set none of whose names is an emotion we know refuses the directory, naming it.
-    """
+    """The eval's SER: ``opens2s.audio.ser.EmotionRecognizer`` (a transformers
+    audio-classification directory or a FunASR emotion2vec one, loaded strictly), with errors
+    naming ``eval.ser_model_path`` and labels given as our emotions where they name one."""
 
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        import torch
-        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+        from opens2s.audio.ser import EmotionRecognizer, corpus_emotion
 
-        path = Path(path)
-        for name in ("config.json", "preprocessor_config.json"):
-            if not (path / name).is_file():
-                raise FileNotFoundError(
-                    f"eval.ser_model_path {path}: no {name} (expected a HF audio-classification "
-                    "directory: config.json with id2label, model.safetensors, "
-                    "preprocessor_config.json)"
-                )
-        try:
-            model, info = AutoModelForAudioClassification.from_pretrained(
-                str(path), local_files_only=True, output_loading_info=True, dtype=torch.float32
-            )
-        except (OSError, RuntimeError) as e:  # mis-shaped weights, no weights file, bad config
-            raise ValueError(
-                f"eval.ser_model_path {path}: weights do not match its config or cannot be read: "
-                f"{str(e).splitlines()[0][:300]}"
-            ) from e
-        problems = {
-            k: sorted(str(x) for x in info.get(k) or [])
-            for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        self.recognizer = EmotionRecognizer(path, device, setting="eval.ser_model_path")
+        self.labels = {
+            i: corpus_emotion(name) or name for i, name in self.recognizer.id2label.items()
         }
-        problems = {k: v for k, v in problems.items() if v}
-        if problems:
-            raise ValueError(
-                f"eval.ser_model_path {path}: weights do not match its config: {problems}"
-            )
-        labels = {int(i): str(n) for i, n in model.config.id2label.items()}
-        self.labels = {i: LABEL_ALIASES.get(n.strip().lower(), n) for i, n in labels.items()}
-        from opens2s.audio.tts import EMOTIONS
-
-        if not set(self.labels.values()) & set(EMOTIONS):
-            raise ValueError(
-                f"eval.ser_model_path {path}: none of its labels {sorted(labels.values())} is an "
-                f"emotion we know ({', '.join(EMOTIONS)}) or an alias of one"
-            )
-        self.extractor = AutoFeatureExtractor.from_pretrained(str(path), local_files_only=True)
-        self.model = model.to(device).eval()
-        self.device = device
-        self.sample_rate = int(getattr(self.extractor, "sampling_rate", 16000))
 
     def predict(self, wave: np.ndarray, sr: int) -> tuple[str, float]:
-        """The most likely emotion of a mono wave and its probability."""
-        import torch
-
-        from opens2s.audio.io import mono_wave, resample
-
-        arr = resample(mono_wave(wave, "SER input", finite=True), sr, self.sample_rate)
-        feats = self.extractor(arr, sampling_rate=self.sample_rate, return_tensors="pt")
-        with torch.no_grad():
-            logits = self.model(**{k: v.to(self.device) for k, v in feats.items()}).logits[0]
-        probs = torch.softmax(logits.float(), dim=-1)
-        i = int(probs.argmax())
-        return self.labels[i], round(float(probs[i]), 4)
+        """The most likely emotion of a mono wave (its label when it names none) and its
+        probability."""
+        r = self.recognizer.recognize(wave, sr)
+        return r.emotion or r.label, r.probability
