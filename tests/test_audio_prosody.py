@@ -4,10 +4,18 @@ is caught with a reason naming the cue)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from opens2s.audio.io import AudioError, resample
-from opens2s.audio.prosody import EXPECTED, measure_prosody, prosody_changes, verify_emotion
+from opens2s.audio.prosody import (
+    EXPECTED,
+    measure_prosody,
+    prosody_changes,
+    thread_budget,
+    verify_emotion,
+)
 from opens2s.audio.tts import EMOTIONS, EspeakTTS
 
 SR = 16000
@@ -34,6 +42,22 @@ def test_f0_and_energy_of_known_signals():
     assert loud.energy_db - low.energy_db == pytest.approx(20 * np.log10(2), abs=0.1)
     changes = prosody_changes(high, low)
     assert changes["f0_level"] == pytest.approx(12.0, abs=0.3)  # one octave
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to narrow from")
+def test_pitch_tracking_keeps_to_one_core_when_given_one_thread(monkeypatch):
+    """Praat would split a pitch track over every core; a worker given one thread gets one."""
+    before = os.sched_getaffinity(0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with thread_budget():
+        inside = os.sched_getaffinity(0)
+        features = measure_prosody(harmonic(150), SR)  # measuring inside is allowed (no nesting)
+    assert len(inside) == 1 and inside <= before
+    assert os.sched_getaffinity(0) == before
+    assert abs(features.f0_median_hz - 150) < 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with thread_budget():
+        assert os.sched_getaffinity(0) == before
 
 
 def test_bad_input_is_refused_naming_it():

@@ -33,6 +33,9 @@ rule and its sources.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -104,6 +107,38 @@ class Verdict:
     """Why it does not agree (None when it does)."""
 
 
+def _current_cpu() -> int | None:
+    """The core the calling thread runs on now (Linux), or None."""
+    try:
+        with open("/proc/thread-self/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[36])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@contextmanager
+def thread_budget() -> Iterator[None]:
+    """Keep Praat's pitch tracker to one core when the process was given one thread.
+
+    Praat splits a pitch track over every core of the machine (parselmouth has no setting for
+    it), so one measurement used two cores here while Ray had given the stage worker one: the
+    worker took more CPU than it reserved, and a one-worker corpus build looked faster than it
+    was. When ``OMP_NUM_THREADS`` is 1 (Ray sets it for workers from their ``num_cpus``; the
+    benches set it), the calling thread is pinned to the core it runs on for the call; Praat's
+    threads inherit that, then the old affinity is restored. Otherwise nothing changes.
+    """
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    if os.environ.get("OMP_NUM_THREADS") != "1" or len(allowed) <= 1:
+        yield
+        return
+    cpu = _current_cpu()
+    os.sched_setaffinity(0, {cpu if cpu in allowed else min(allowed)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
 def measure_prosody(wave: np.ndarray, sample_rate: int) -> ProsodyFeatures:
     """F0 level and range, energy, tempo and syllable rate of a mono wave (any rate)."""
     import parselmouth
@@ -122,9 +157,10 @@ def measure_prosody(wave: np.ndarray, sample_rate: int) -> ProsodyFeatures:
     active = level > level.max() - ACTIVE_DB_BELOW_PEAK
     energy_db = float(10 * np.log10(np.mean(rms[active] ** 2)))
 
-    pitch = parselmouth.Sound(arr, float(sample_rate)).to_pitch(
-        time_step=FRAME_SECONDS, pitch_floor=PITCH_FLOOR_HZ, pitch_ceiling=PITCH_CEILING_HZ
-    )
+    with thread_budget():
+        pitch = parselmouth.Sound(arr, float(sample_rate)).to_pitch(
+            time_step=FRAME_SECONDS, pitch_floor=PITCH_FLOOR_HZ, pitch_ceiling=PITCH_CEILING_HZ
+        )
     f0 = pitch.selected_array["frequency"]
     voiced = f0[f0 > 0]
     f0_median = f0_range = None
