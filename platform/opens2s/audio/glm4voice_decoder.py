@@ -21,6 +21,9 @@ same start noise), and the vocoder's sine source continues its phase across bloc
 
 from __future__ import annotations
 
+import ast
+import operator
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,19 +62,51 @@ class _TagTolerantLoader(yaml.SafeLoader):
     """SafeLoader that reads any ``!tag`` node as its plain value (mapping, list or scalar)."""
 
 
-def _plain(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
+class _Ref(str):
+    """The text of a ``!ref`` scalar, e.g. ``<chunk_size> * <token_mel_ratio>``."""
+
+
+def _plain(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
     if isinstance(node, yaml.MappingNode):
         return loader.construct_mapping(node, deep=True)
     if isinstance(node, yaml.SequenceNode):
         return loader.construct_sequence(node, deep=True)
+    if suffix == "ref":
+        return _Ref(loader.construct_scalar(node))
     return loader.construct_scalar(node)
+
+
+_REF = re.compile(r"<([A-Za-z_][A-Za-z0-9_]*)>")
+_ARITHMETIC = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+}
+
+
+def _arithmetic(node: ast.AST) -> int | float:
+    """Evaluate numbers joined by + - * / // % and parentheses; anything else is refused."""
+    if isinstance(node, ast.Expression):
+        return _arithmetic(node.body)
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        v = _arithmetic(node.operand)
+        return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+        return _ARITHMETIC[type(node.op)](_arithmetic(node.left), _arithmetic(node.right))
+    raise ValueError(f"not plain arithmetic: {ast.dump(node)}")
 
 
 _TagTolerantLoader.add_multi_constructor("!", _plain)
 
 
 def read_config(path: str | Path) -> dict:
-    """The decoder's config.yaml as plain data, with ``!ref <name>`` values resolved."""
+    """The decoder's config.yaml as plain data, with ``!ref <name>`` values resolved (and
+    ``!ref`` arithmetic on numbers, e.g. ``<chunk_size> * <token_mel_ratio>``, evaluated)."""
     try:
         data = yaml.load(Path(path).read_text(), Loader=_TagTolerantLoader)  # noqa: S506
     except yaml.YAMLError as e:
@@ -79,7 +114,27 @@ def read_config(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise DecoderLoadError(f"{path}: expected a mapping at the top level")
 
+    def ref(text: _Ref) -> Any:
+        # hyperpyyaml: ``!ref <a>`` is a's value; ``!ref <a> * <b>`` is arithmetic on the values.
+        # A reference we cannot resolve stays as its text: only the sections a reader takes sizes
+        # from matter, and their readers refuse a value of the wrong kind by its field name.
+        names = _REF.findall(text)
+        if not names or any(n not in data for n in names):
+            return text
+        if _REF.fullmatch(text.strip()):
+            return resolve(data[names[0]])
+        values = {n: resolve(data[n]) for n in names}
+        if not all(type(v) in (int, float) for v in values.values()):
+            return text
+        try:
+            expr = ast.parse(_REF.sub(lambda m: repr(values[m.group(1)]), text), mode="eval")
+            return _arithmetic(expr)
+        except (SyntaxError, ValueError, ZeroDivisionError):
+            return text
+
     def resolve(v: Any) -> Any:
+        if isinstance(v, _Ref):
+            return ref(v)
         if isinstance(v, str) and v.startswith("<") and v.endswith(">") and v[1:-1] in data:
             return data[v[1:-1]]
         if isinstance(v, dict):

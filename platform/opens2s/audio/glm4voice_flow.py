@@ -71,7 +71,7 @@ def mel_frames(n_units: int, unit_rate: float = 12.5) -> int:
 # encoder
 
 
-def _rel_positions(length: int, d_model: int) -> torch.Tensor:
+def rel_positions(length: int, d_model: int) -> torch.Tensor:
     """ESPnet relative positional encoding for offsets ``length-1 .. -(length-1)``: [2L-1, d]."""
     pos = torch.arange(length - 1, -length, -1, dtype=torch.float32)[:, None]
     div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * -(math.log(1e4) / d_model))
@@ -125,7 +125,7 @@ class _FeedForward(nn.Module):
         return self.w_2(F.silu(self.w_1(x)))
 
 
-class _ConformerLayer(nn.Module):
+class ConformerLayer(nn.Module):
     """Pre-norm attention + feed-forward (the released config has no conv module, no macaron)."""
 
     def __init__(self, d: int, heads: int, hidden: int) -> None:
@@ -140,7 +140,7 @@ class _ConformerLayer(nn.Module):
         return x + self.feed_forward(self.norm_ff(x))
 
 
-class _LinearEmbed(nn.Module):
+class LinearEmbed(nn.Module):
     def __init__(self, d_in: int, d: int) -> None:
         super().__init__()
         self.out = nn.Sequential(nn.Linear(d_in, d), nn.LayerNorm(d, eps=1e-5))
@@ -153,16 +153,16 @@ class BlockConformerEncoder(nn.Module):
         super().__init__()
         d = cfg.encoder_output_size
         self.d, self.block = d, cfg.block_size
-        self.embed = _LinearEmbed(cfg.input_size, d)
+        self.embed = LinearEmbed(cfg.input_size, d)
         self.encoders = nn.ModuleList(
-            _ConformerLayer(d, cfg.attention_heads, cfg.linear_units) for _ in range(cfg.num_blocks)
+            ConformerLayer(d, cfg.attention_heads, cfg.linear_units) for _ in range(cfg.num_blocks)
         )
         self.after_norm = nn.LayerNorm(d, eps=1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[1]
         x = self.embed.out(x) * math.sqrt(self.d)
-        pos = _rel_positions(t, self.d).to(x)
+        pos = rel_positions(t, self.d).to(x)
         mask = block_causal_mask(t, self.block).to(x.device)[None]
         for layer in self.encoders:
             x = layer(x, mask, pos)
@@ -190,14 +190,14 @@ class InterpolateRegulator(nn.Module):
 # estimator: the conditional 1-D U-Net (Matcha-TTS components, diffusers transformer blocks)
 
 
-def _timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
+def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
     half = dim // 2
     freqs = torch.exp(torch.arange(half, device=t.device) * -(math.log(10000) / (half - 1)))
     arg = scale * t.reshape(-1, 1).float() * freqs[None]
     return torch.cat([arg.sin(), arg.cos()], -1)
 
 
-class _TimeMLP(nn.Module):
+class TimeMLP(nn.Module):
     def __init__(self, d_in: int, d: int) -> None:
         super().__init__()
         self.linear_1, self.linear_2 = nn.Linear(d_in, d), nn.Linear(d, d)
@@ -217,11 +217,11 @@ class _Block1D(nn.Module):
         return self.block(x * mask) * mask
 
 
-class _ResnetBlock1D(nn.Module):
-    def __init__(self, d_in: int, d_out: int, d_time: int) -> None:
+class ResnetBlock1D(nn.Module):
+    def __init__(self, d_in: int, d_out: int, d_time: int, block: type = _Block1D) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Mish(), nn.Linear(d_time, d_out))
-        self.block1, self.block2 = _Block1D(d_in, d_out), _Block1D(d_out, d_out)
+        self.block1, self.block2 = block(d_in, d_out), block(d_out, d_out)
         self.res_conv = nn.Conv1d(d_in, d_out, 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
@@ -229,7 +229,7 @@ class _ResnetBlock1D(nn.Module):
         return self.block2(h, mask) + self.res_conv(x * mask)
 
 
-class _Downsample1D(nn.Module):
+class Downsample1D(nn.Module):
     def __init__(self, d: int) -> None:
         super().__init__()
         self.conv = nn.Conv1d(d, d, 3, 2, 1)
@@ -238,7 +238,7 @@ class _Downsample1D(nn.Module):
         return self.conv(x)
 
 
-class _Upsample1D(nn.Module):
+class Upsample1D(nn.Module):
     def __init__(self, d: int) -> None:
         super().__init__()
         self.conv = nn.ConvTranspose1d(d, d, 4, 2, 1)
@@ -286,7 +286,7 @@ class _TransformerFF(nn.Module):
         return self.net[2](self.net[0](x))
 
 
-class _TransformerBlock(nn.Module):
+class TransformerBlock(nn.Module):
     """diffusers/Matcha ``BasicTransformerBlock`` with self-attention only (norm1, attn1, norm3, ff)."""
 
     def __init__(self, d: int, heads: int, head_dim: int) -> None:
@@ -309,18 +309,33 @@ def _attn_bias(mask: torch.Tensor) -> torch.Tensor:
 
 
 class ConditionalDecoder(nn.Module):
-    """The flow-matching estimator: (x, mu, speaker, cond) at time t -> velocity, ``[B, 80, T]``."""
+    """The flow-matching estimator: (x, mu, speaker, cond) at time t -> velocity, ``[B, 80, T]``.
+
+    Subclasses swap the conv block (``block``), the stride-1 conv that ends the last down / up
+    level (``edge_conv``) and the attention bias (``attn_bias``); CosyVoice2's causal variant
+    does (see :mod:`opens2s.audio.cosyvoice2_flow`).
+    """
+
+    block: type = _Block1D
+
+    @staticmethod
+    def edge_conv(channels: int) -> nn.Module:
+        return nn.Conv1d(channels, channels, 3, padding=1)
+
+    @staticmethod
+    def attn_bias(mask: torch.Tensor) -> torch.Tensor:
+        return _attn_bias(mask)
 
     def __init__(self, cfg: FlowConfig, in_channels: int, out_channels: int) -> None:
         super().__init__()
         ch = tuple(cfg.channels)
         self.in_channels = in_channels
         d_time = ch[0] * 4
-        self.time_mlp = _TimeMLP(in_channels, d_time)
+        self.time_mlp = TimeMLP(in_channels, d_time)
 
         def tblocks(d: int) -> nn.ModuleList:
             return nn.ModuleList(
-                _TransformerBlock(d, cfg.num_heads, cfg.attention_head_dim)
+                TransformerBlock(d, cfg.num_heads, cfg.attention_head_dim)
                 for _ in range(cfg.n_blocks)
             )
 
@@ -329,12 +344,14 @@ class ConditionalDecoder(nn.Module):
         for i, c in enumerate(ch):
             in_c, out_c = out_c, c
             last = i == len(ch) - 1
-            down = nn.Conv1d(out_c, out_c, 3, padding=1) if last else _Downsample1D(out_c)
+            down = self.edge_conv(out_c) if last else Downsample1D(out_c)
             self.down_blocks.append(
-                nn.ModuleList([_ResnetBlock1D(in_c, out_c, d_time), tblocks(out_c), down])
+                nn.ModuleList(
+                    [ResnetBlock1D(in_c, out_c, d_time, self.block), tblocks(out_c), down]
+                )
             )
         self.mid_blocks = nn.ModuleList(
-            nn.ModuleList([_ResnetBlock1D(ch[-1], out_c, d_time), tblocks(out_c)])
+            nn.ModuleList([ResnetBlock1D(ch[-1], out_c, d_time, self.block), tblocks(out_c)])
             for _ in range(cfg.num_mid_blocks)
         )
         up_ch = ch[::-1] + (ch[0],)
@@ -342,23 +359,22 @@ class ConditionalDecoder(nn.Module):
         for i in range(len(up_ch) - 1):
             last = i == len(up_ch) - 2
             c = up_ch[i + 1]
-            up = nn.Conv1d(c, c, 3, padding=1) if last else _Upsample1D(c)
+            up = self.edge_conv(c) if last else Upsample1D(c)
             self.up_blocks.append(
-                nn.ModuleList([_ResnetBlock1D(up_ch[i] * 2, c, d_time), tblocks(c), up])
+                nn.ModuleList([ResnetBlock1D(up_ch[i] * 2, c, d_time, self.block), tblocks(c), up])
             )
-        self.final_block = _Block1D(up_ch[-1], up_ch[-1])
+        self.final_block = self.block(up_ch[-1], up_ch[-1])
         self.final_proj = nn.Conv1d(up_ch[-1], out_channels, 1)
 
-    @staticmethod
-    def _run(blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        bias = _attn_bias(mask)
+    def _run(self, blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        bias = self.attn_bias(mask)
         x = x.transpose(1, 2)
         for blk in blocks:
             x = blk(x, bias)
         return x.transpose(1, 2)
 
     def forward(self, x, mask, mu, t, spks, cond) -> torch.Tensor:
-        temb = self.time_mlp(_timestep_embedding(t, self.in_channels).to(x.dtype))
+        temb = self.time_mlp(timestep_embedding(t, self.in_channels).to(x.dtype))
         x = torch.cat([x, mu, spks[..., None].expand(-1, -1, x.shape[-1]), cond], 1)
         hiddens, masks = [], [mask]
         for resnet, blocks, down in self.down_blocks:

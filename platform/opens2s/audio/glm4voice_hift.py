@@ -1,4 +1,6 @@
 """GLM-4-Voice's vocoder: HiFT (neural source filter + HiFiGAN upsampler + iSTFT), mel -> wave.
+CosyVoice2's 24 kHz vocoder is the same network at other sizes with upstream's frame-rate phase
+source (:attr:`HiftConfig.frame_rate_phase`); :mod:`cosyvoice2_flow` uses it from here.
 
 80-bin mel at 22,050 Hz / hop 256 in. An F0 predictor (weight-normed convs + linear) gives F0 per
 frame; F0 upsampled to samples drives a sine source (fundamental + ``nb_harmonics``); the
@@ -47,8 +49,15 @@ class HiftConfig:
 
     @property
     def hop(self) -> int:
-        """Samples per mel frame (256 released)."""
+        """Samples per mel frame (256 released; CosyVoice2's 24 kHz HiFT: 480)."""
         return int(np.prod(self.upsample_rates)) * self.hop_len
+
+    @property
+    def frame_rate_phase(self) -> bool:
+        """Whether the sine source integrates its phase at frame rate and interpolates it to
+        samples (upstream's ``SineGen2``), as upstream does for any rate other than 22,050 Hz
+        (CosyVoice2's 24 kHz); at 22,050 Hz the phase is a per-sample running sum (``SineGen``)."""
+        return self.sampling_rate != 22050
 
 
 class WNConv1d(nn.Module):
@@ -201,6 +210,8 @@ class HiFTGenerator(nn.Module):
         """Harmonic source ``[1, 1, L]`` of frame-rate F0 ``[1, T]`` starting at absolute sample
         ``offset``, and the cumulative phase (in cycles) after each sample ``[n_h, L]``."""
         c = self.cfg
+        if c.frame_rate_phase:
+            return self._source_frame_rate_phase(f0, offset, phase0)
         f0 = f0.float().repeat_interleave(c.hop, dim=1)[0]  # [L]
         n_h = c.nb_harmonics + 1
         cycles = f0[None] * torch.arange(1, n_h + 1, device=f0.device)[:, None] / c.sampling_rate
@@ -209,13 +220,42 @@ class HiFTGenerator(nn.Module):
             cum = cum + phase0[:, None]
         cum = cum % 1.0
         sines = c.nsf_alpha * torch.sin(2 * np.pi * cum + self.harmonic_phase)
+        return self._merge(f0, sines, offset), cum
+
+    def _source_frame_rate_phase(
+        self, f0: torch.Tensor, offset: int, phase0: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The source as upstream's ``SineGen2`` makes it: per-harmonic phase increments (in
+        cycles, wrapped to [0, 1)) averaged to frame rate by linear resampling, summed per frame,
+        scaled back to samples and linearly interpolated. The operations and their order follow
+        upstream so that float32 rounding of the large phases agrees. Upstream's random start
+        phase sits on sample 0 only, which the frame-rate resampling never reads (it averages
+        samples ``hop/2 - 1`` and ``hop/2`` of each frame), so there is none here."""
+        c = self.cfg
+        hop = c.hop
+        n_h = c.nb_harmonics + 1
+        f0 = f0.float().repeat_interleave(hop, dim=1)  # [1, L]
+        harmonics = torch.arange(1, n_h + 1, device=f0.device, dtype=f0.dtype)
+        step = (f0[..., None] * harmonics / c.sampling_rate) % 1  # [1, L, n_h] cycles/sample
+        step = F.interpolate(step.transpose(1, 2), scale_factor=1 / hop, mode="linear")
+        phase = torch.cumsum(step.transpose(1, 2), dim=1) * 2 * np.pi  # [1, T, n_h]
+        phase = F.interpolate(phase.transpose(1, 2) * hop, scale_factor=hop, mode="linear")[0]
+        if phase0 is not None:
+            phase = phase + 2 * np.pi * phase0[:, None]
+        sines = c.nsf_alpha * torch.sin(phase)  # [n_h, L]
+        return self._merge(f0[0], sines, offset), (phase / (2 * np.pi)) % 1.0
+
+    def _merge(self, f0: torch.Tensor, sines: torch.Tensor, offset: int) -> torch.Tensor:
+        """Voiced samples keep the harmonics plus weak noise, unvoiced ones get noise only; the
+        harmonics are merged into one channel (linear + tanh): ``[1, 1, L]``."""
+        c = self.cfg
         uv = (f0 > c.nsf_voiced_threshold).float()[None]
         idx = (torch.arange(f0.shape[0], device=f0.device) + offset) % self.NOISE_SAMPLES
         noise = (uv * c.nsf_sigma + (1 - uv) * c.nsf_alpha / 3) * self.source_noise[:, idx]
         sines = sines * uv + noise
         w = self.m_source.l_linear
         merged = torch.tanh(sines.T.to(w.weight.dtype) @ w.weight.T + w.bias)  # [L, 1]
-        return merged.T[None], cum
+        return merged.T[None]
 
     def _stft(self, x: torch.Tensor) -> torch.Tensor:
         c = self.cfg
