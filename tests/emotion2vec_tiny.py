@@ -10,6 +10,7 @@ decoder tensors.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -142,6 +143,22 @@ def config() -> dict:
     }
 
 
+def configuration() -> dict:
+    """configuration.json: FunASR resolves the other files through its ``file_path_metas``."""
+    return {
+        "framework": "pytorch",
+        "task": "emotion-recognition",
+        "model": {"type": "funasr"},
+        "pipeline": {"type": "funasr-pipeline"},
+        "model_name_in_hub": {"ms": "", "hf": ""},
+        "file_path_metas": {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "tokenizer_conf": {"token_list": "tokens.txt"},
+        },
+    }
+
+
 def block_shapes(prefix: str) -> dict[str, tuple[int, ...]]:
     hidden = int(EMBED * MLP_RATIO)
     return {
@@ -232,7 +249,5 @@ def write_tiny_emotion2vec(
     )
     (out / "tokens.txt").write_text("".join(f"{t}\n" for t in labels), encoding="utf-8")
     torch.save({"model": state}, out / "model.pt")
-    (out / "configuration.json").write_text(
-        '{"framework": "pytorch", "task": "emotion-recognition", "model_name_in_hub": {}}\n'
-    )
+    (out / "configuration.json").write_text(json.dumps(configuration()), encoding="utf-8")
     return out
