@@ -134,9 +134,10 @@ class FilterSettings(_Stage):
     speaker outright; 0.75 is a start for a zero-shot TTS (cosyvoice2). It costs two resemblyzer
     embeddings per user turn (~0.3 s on one core, ~5x the rest of a tiny dialogue), hence off."""
     ser_model_path: str | None = None
-    """Local directory of a speech-emotion-recognition model (a transformers audio
-    classification checkpoint: config.json with id2label, weights, preprocessor_config.json);
-    a user turn whose recognised emotion differs from its target is dropped. None = off."""
+    """Local directory of a speech-emotion-recognition model: a transformers audio
+    classification checkpoint (config.json with id2label, weights, preprocessor_config.json) or
+    a FunASR emotion2vec directory (config.yaml, model.pt, tokens.txt); a user turn whose
+    recognised emotion differs from its target is dropped. None = off."""
 
     @model_validator(mode="after")
     def _turn_seconds_ordered(self) -> FilterSettings:
