@@ -71,6 +71,7 @@ def test_config_reads_the_tiny_sections_and_evaluates_ref_arithmetic(tiny):
         ("    token_mel_ratio: !ref <token_mel_ratio>\n", "", "flow.token_mel_ratio"),
         ("            in_channels: 320\n", "            in_channels: 240\n", "in_channels"),
         ("        output_size: 8\n", "        output_size: 16\n", "flow.encoder.output_size"),
+        ("<chunk_size> * <token_mel_ratio>", "<chunk_size> * <nowhere>", "static_chunk_size"),
     ],
 )
 def test_config_reader_refuses_a_broken_flow_section_naming_the_field(tmp_path, old, new, named):
@@ -80,6 +81,27 @@ def test_config_reader_refuses_a_broken_flow_section_naming_the_field(tmp_path, 
     path.write_text(TINY_FLOW_HEADER + "\n" + text.replace(old, new, 1))
     with pytest.raises(DecoderLoadError, match=re.escape(named)):
         causal_flow_config(read_config(path), str(path))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ("    base_channels: 16\n", "", "hift.base_channels"),
+        (
+            "    source_resblock_kernel_sizes: [7, 7, 11]\n",
+            "    source_resblock_kernel_sizes: [7, 11]\n",
+            "hift.source_resblock_kernel_sizes",
+        ),
+        ("        hop_len: 4\n", "        hop_len: four\n", "hift.istft_params.hop_len"),
+    ],
+)
+def test_config_reader_refuses_a_broken_hift_section_naming_the_field(tmp_path, old, new, named):
+    text = tiny_flow_yaml_sections()
+    assert old in text
+    path = tmp_path / "cosyvoice2.yaml"
+    path.write_text(TINY_FLOW_HEADER + "\n" + text.replace(old, new, 1))
+    with pytest.raises(DecoderLoadError, match=re.escape(named)):
+        cosyvoice2_hift_config(read_config(path), str(path))
 
 
 def test_config_reader_refuses_a_file_without_flow_or_hift(tmp_path):

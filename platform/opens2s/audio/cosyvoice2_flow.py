@@ -172,10 +172,12 @@ def causal_flow_config(cfg: dict, path: str = "cosyvoice2.yaml") -> CausalFlowCo
     for key in ("use_cnn_module", "macaron_style"):
         _expect(bool(enc.get(key, False)), False, f"{E}.{key}", path, "not supported")
     _expect(out.cfm_in_channels, 3 * n, f"{D}.in_channels", path, "3 x output_size")
-    _expect(int(dec.get("spk_emb_dim", n)), n, f"{D}.spk_emb_dim", path, "output_size")
+    _expect(dec.get("spk_emb_dim", n), n, f"{D}.spk_emb_dim", path, "output_size")
     _expect(out.estimator_in_channels, 4 * n, f"{S}.in_channels", path, "4 x output_size")
-    _expect(int(est.get("out_channels", n)), n, f"{S}.out_channels", path, "output_size")
+    _expect(est.get("out_channels", n), n, f"{S}.out_channels", path, "output_size")
     _expect(est.get("act_fn", "gelu"), "gelu", f"{S}.act_fn", path, "the only kind supported")
+    if out.encoder_output_size % out.attention_heads:
+        raise DecoderLoadError(f"{path}: '{E}.attention_heads' must divide {E}.output_size")
     if out.t_scheduler not in ("cosine", "linear"):
         raise DecoderLoadError(f"{path}: '{C}.t_scheduler' must be 'cosine' or 'linear'")
     if cfm.get("solver", "euler") != "euler":
@@ -188,11 +190,31 @@ def cosyvoice2_hift_config(cfg: dict, path: str = "cosyvoice2.yaml") -> HiftConf
     if not isinstance(cfg.get("hift"), dict):
         raise DecoderLoadError(f"{path}: missing 'hift' (a mapping)")
     h = cfg["hift"]
-    for key in ("sampling_rate", "upsample_rates", "upsample_kernel_sizes", "istft_params"):
-        if key not in h:
-            raise DecoderLoadError(f"{path}: missing 'hift.{key}'")
-    _get(h, "sampling_rate", "hift", path, int)
-    return hift_config(cfg, path)
+    for key in ("in_channels", "base_channels", "nb_harmonics", "sampling_rate"):
+        _get(h, key, "hift", path, int)
+    lists = (
+        "upsample_rates",
+        "upsample_kernel_sizes",
+        "resblock_kernel_sizes",
+        "resblock_dilation_sizes",
+        "source_resblock_kernel_sizes",
+        "source_resblock_dilation_sizes",
+    )
+    for key in lists:
+        _get(h, key, "hift", path, list)
+    for key in ("upsample_kernel_sizes", "source_resblock_kernel_sizes"):
+        if len(h[key]) != len(h["upsample_rates"]):
+            raise DecoderLoadError(
+                f"{path}: 'hift.{key}' needs one entry per upsample rate "
+                f"({len(h['upsample_rates'])}), got {h[key]!r}"
+            )
+    ist = _get(h, "istft_params", "hift", path, dict)
+    for key in ("n_fft", "hop_len"):
+        _get(ist, key, "hift.istft_params", path, int)
+    try:
+        return hift_config(cfg, path)
+    except (TypeError, ValueError) as e:  # a value inside a list or the F0 predictor
+        raise DecoderLoadError(f"{path}: 'hift' holds a value of the wrong kind ({e})") from e
 
 
 # ---------------------------------------------------------------------------------------------
