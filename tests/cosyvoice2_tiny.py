@@ -92,7 +92,6 @@ def tiny_yaml() -> str:
 def write_blank_en(dir: Path) -> None:
     """``CosyVoice-BlankEN/``: a tiny Qwen2 config and a byte-level BPE tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import Qwen2Config
 
     dir.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE())
@@ -129,19 +128,33 @@ def write_blank_en(dir: Path) -> None:
         },
     }
     (dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    Qwen2Config(
-        vocab_size=QWEN_VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        rope_theta=1000000.0,
-        tie_word_embeddings=True,
-        bos_token_id=n,
-        eos_token_id=n,
-    ).save_pretrained(str(dir))
+    # the released config.json's fields and format (transformers 4.x: rope_theta at the top)
+    qwen = {
+        "architectures": ["Qwen2ForCausalLM"],
+        "attention_dropout": 0.0,
+        "bos_token_id": n,
+        "eos_token_id": n,
+        "hidden_act": "silu",
+        "hidden_size": HIDDEN,
+        "initializer_range": 0.02,
+        "intermediate_size": 64,
+        "max_position_embeddings": 4096,
+        "max_window_layers": 2,
+        "model_type": "qwen2",
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 1,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000.0,
+        "sliding_window": 4096,
+        "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.40.1",
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vocab_size": QWEN_VOCAB,
+    }
+    (dir / "config.json").write_text(json.dumps(qwen, indent=2))
 
 
 def _speech_tokenizer_onnx(seed: int):
