@@ -158,7 +158,7 @@ class CosyVoice2Model:
         """The LM's speech tokens for each piece of ``text`` under ``instruction`` (one seeded
         generator across the pieces)."""
         prompt = self.frontend.text_ids(_prompt_text(instruction))
-        gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        gen = torch.Generator(device=self.lm.llm_decoder.weight.device).manual_seed(int(seed))
         out = []
         for piece in self.pieces(text):
             tokens = self.lm.generate(self.frontend.text_ids(piece), prompt, generator=gen)

@@ -244,10 +244,9 @@ class Qwen2LM(nn.Module):
         """Speech tokens for ``text_ids`` (offline, KV-cached), without the stop token."""
         if len(text_ids) == 0:
             raise ValueError("text_ids is empty: nothing to speak")
-        if generator.device != self.llm_decoder.weight.device:
-            raise ValueError(
-                f"generator is on {generator.device}, the LM on {self.llm_decoder.weight.device}"
-            )
+        device = self.llm_decoder.weight.device
+        if generator.device.type != device.type:
+            raise ValueError(f"generator is on {generator.device}, the LM on {device}")
         min_len, max_len = self.length_bounds(
             len(text_ids), min_token_text_ratio, max_token_text_ratio
         )
