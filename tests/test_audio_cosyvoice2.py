@@ -4,6 +4,7 @@ bounded LM generation equal to an uncached replay, and instruct TTS end to end."
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -117,6 +118,28 @@ def test_an_onnx_input_of_the_wrong_rank_is_refused_naming_it(tiny, tmp_path):
         DecoderLoadError, match=r"campplus\.onnx: input 0 \('input'\) .* rank 2, expected .* rank 3"
     ):
         CosyVoice2Frontend(d)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("        top_k: 25\n", "", "missing 'llm.sampling.top_k'"),
+        (
+            "speech_token_size: 6561",
+            "speech_token_size: 'all'",
+            "'llm.speech_token_size' must be a number",
+        ),
+        ("llm_input_size: 32", "llm_input_size: 48", "must equal CosyVoice-BlankEN hidden_size"),
+        ("    top_p: 0.8", "    top_p: 1.5", "top_p must lie in"),
+    ],
+)
+def test_a_bad_llm_field_in_the_yaml_is_refused_naming_it(tiny, tmp_path, old, new, message):
+    d = _copy(tiny, tmp_path / "m")
+    text = (d / "cosyvoice2.yaml").read_text()
+    assert old in text
+    (d / "cosyvoice2.yaml").write_text(text.replace(old, new, 1))
+    with pytest.raises(DecoderLoadError, match=re.escape(message)):
+        CosyVoice2Model(d)
 
 
 def test_a_tokenizer_larger_than_the_qwen2_embedding_is_refused(tiny, tmp_path):
