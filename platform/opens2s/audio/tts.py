@@ -1,4 +1,4 @@
-"""Controllable TTS for the corpus: speakers and emotions on espeak-ng, and a slot for CosyVoice2.
+"""Controllable TTS for the corpus: speakers and emotions on espeak-ng, and CosyVoice2 instruct TTS.
 
 A *speaker* is a named, reproducible choice of espeak-ng accent, voice variant, base pitch and rate.
 An *emotion* is a prosody profile after the rule-based emotional synthesis literature (Murray &
@@ -445,7 +445,7 @@ class EspeakTTS(TTSEngine):
 
 
 # ---------------------------------------------------------------------------------------------
-# CosyVoice2-style instruct TTS (GPU slot)
+# CosyVoice2 instruct TTS
 
 _INSTRUCTIONS = {
     "neutral": "Speak in a calm, neutral tone.",
@@ -458,81 +458,111 @@ _INSTRUCTIONS = {
 }
 
 
-class CosyVoice2TTS(TTSEngine):
-    """Slot for a CosyVoice2-style instruct TTS loaded from a local model directory (GPU).
+_PROMPT_RATE = 24000
+"""Speaker prompts are read at CosyVoice2's output rate; its frontend takes 16 kHz from them."""
 
-    ``model_dir`` must hold what ``cosyvoice.cli.cosyvoice.CosyVoice2`` loads: ``cosyvoice2.yaml``,
-    ``llm.pt``, ``flow.pt``, ``hift.pt``, ``campplus.onnx``, ``speech_tokenizer_v2.onnx`` and the
-    ``CosyVoice-BlankEN`` text tokenizer; ``speakers_dir`` holds one 16 kHz prompt recording per
-    speaker (``<name>.wav``). Emotion becomes a natural-language instruction (``instruct2``
-    mode); intensity adds an adverb. The ``cosyvoice`` package (FunAudioLLM/CosyVoice, not on
-    PyPI) must be importable.
+
+class CosyVoice2TTS(TTSEngine):
+    """CosyVoice2 instruct TTS from a local model directory (``opens2s.audio.cosyvoice2``).
+
+    ``model_dir`` is the released CosyVoice2-0.5B layout (``cosyvoice2.yaml``, ``llm.pt``,
+    ``flow.pt``, ``hift.pt``, ``campplus.onnx``, ``speech_tokenizer_v2.onnx``,
+    ``CosyVoice-BlankEN/``), built and loaded strictly by our own modules. ``speakers_dir`` holds
+    one prompt recording per speaker (``<name>.wav``, any rate, at most 30 s): the voice is
+    cloned from it. Emotion becomes a natural-language instruction (upstream's ``instruct2``
+    mode); intensity adds "slightly" or "very". Each utterance is sampled with a seed derived
+    from (text, speaker, emotion, intensity), so a rebuilt or resumed corpus renders the same.
+    Runs on the GPU when one is visible, else on CPU (slow at the released size).
     """
 
-    REQUIRED_FILES = (
-        "cosyvoice2.yaml",
-        "llm.pt",
-        "flow.pt",
-        "hift.pt",
-        "campplus.onnx",
-        "speech_tokenizer_v2.onnx",
-    )
+    def __init__(
+        self, model_dir: str | Path, speakers_dir: str | Path, *, device: str | None = None
+    ):
+        from opens2s.audio.cosyvoice2 import CosyVoice2Model
+        from opens2s.audio.io import AudioError, load_audio
 
-    def __init__(self, model_dir: str | Path, speakers_dir: str | Path, *, fp16: bool = True):
-        model_dir, speakers_dir = Path(model_dir), Path(speakers_dir)
-        if not model_dir.is_dir():
-            raise TTSError(str(model_dir), "CosyVoice2 model directory does not exist")
-        missing = [f for f in self.REQUIRED_FILES if not (model_dir / f).is_file()]
-        if not (model_dir / "CosyVoice-BlankEN").is_dir():
-            missing.append("CosyVoice-BlankEN/")
-        if missing:
-            raise TTSError(str(model_dir), f"not a CosyVoice2 model directory: missing {missing}")
+        if device is None:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            self._model = CosyVoice2Model(model_dir, device=device)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise TTSError(str(model_dir), str(e)) from e
+        speakers_dir = Path(speakers_dir)
         prompts = sorted(speakers_dir.glob("*.wav")) if speakers_dir.is_dir() else []
         if not prompts:
             raise TTSError(str(speakers_dir), "no speaker prompt recordings (<name>.wav) found")
-        try:
-            from cosyvoice.cli.cosyvoice import CosyVoice2  # optional GPU stack
-        except ImportError as e:
-            raise TTSError(
-                "cosyvoice",
-                f"the cosyvoice package is not importable ({e}); install FunAudioLLM/CosyVoice",
-            ) from e
-        from opens2s.audio.io import load_audio
-
-        for p in prompts:  # readable audio, or an error naming the file, before the model loads
-            load_audio(p, 16000)
-        self._model = CosyVoice2(str(model_dir), load_jit=False, load_trt=False, fp16=fp16)
-        # Upstream's frontend (cosyvoice/cli/frontend.py) reads the prompt itself, from a path.
-        self._prompts = {p.stem: str(p) for p in prompts}
+        self._waves: dict[str, np.ndarray] = {}
+        for p in prompts:  # readable audio, or an error naming the file
+            try:
+                self._waves[p.stem] = load_audio(p, _PROMPT_RATE)
+            except AudioError as e:
+                raise TTSError(str(p), f"speaker prompt is not usable audio: {e.problem}") from e
+        self._prompts: dict[str, tuple] = {}  # speaker -> the flow's prompt, made on first use
 
     def speakers(self) -> list[str]:
         """Names of the prompt recordings in ``speakers_dir``."""
-        return list(self._prompts)
+        return list(self._waves)
+
+    def _prompt(self, speaker: str) -> tuple:
+        if speaker not in self._prompts:
+            try:
+                self._prompts[speaker] = self._model.prompt(self._waves[speaker], _PROMPT_RATE)
+            except ValueError as e:
+                raise TTSError(f"speaker prompt {speaker}.wav", str(e)) from e
+        return self._prompts[speaker]
+
+    @staticmethod
+    def instruction(emotion: str, intensity: float) -> str:
+        """The natural-language instruction for ``emotion`` at ``intensity``."""
+        if emotion not in _INSTRUCTIONS:
+            raise TTSError("emotion", f"unknown emotion {emotion!r}; known: {', '.join(EMOTIONS)}")
+        text = _INSTRUCTIONS[emotion]
+        if emotion != "neutral" and intensity >= 1.5:
+            text = text.replace("Speak ", "Speak very ", 1)
+        elif emotion != "neutral" and intensity < 0.5:
+            text = text.replace("Speak ", "Speak slightly ", 1)
+        return text
 
     def synthesize(
         self, text: str, speaker: str, emotion: str = "neutral", intensity: float = 1.0
     ) -> tuple[np.ndarray, int]:
         """Speak ``text`` in the prompt speaker's voice, instructed with the emotion."""
+        import zlib
+
         if not text.strip():
             raise TTSError("text", "empty text, nothing to speak")
-        if speaker not in self._prompts:
+        if speaker not in self._waves:
             raise TTSError("speaker", f"unknown speaker {speaker!r}; known: {self.speakers()}")
-        if emotion not in _INSTRUCTIONS:
-            raise TTSError("emotion", f"unknown emotion {emotion!r}; known: {', '.join(EMOTIONS)}")
-        instruction = _INSTRUCTIONS[emotion]
-        if emotion != "neutral" and intensity >= 1.5:
-            instruction = instruction.replace("Speak ", "Speak very ", 1)
-        elif emotion != "neutral" and intensity < 0.5:
-            instruction = instruction.replace("Speak ", "Speak slightly ", 1)
-        # CosyVoice2's instruct text ends with <|endofprompt|> (upstream example.py).
-        instruction += "<|endofprompt|>"
-        pieces = [
-            out["tts_speech"].squeeze(0).float().cpu().numpy()
-            for out in self._model.inference_instruct2(
-                text, instruction, self._prompts[speaker], stream=False
-            )
-        ]
-        return np.concatenate(pieces).astype(np.float32), int(self._model.sample_rate)
+        instruction = self.instruction(emotion, intensity)
+        seed = zlib.crc32(f"{text}\x00{speaker}\x00{emotion}\x00{intensity:.3f}".encode())
+        prompt = self._prompt(speaker)
+        try:
+            pieces = self._model.speech_token_pieces(text, instruction, seed=seed)
+        except ValueError as e:  # text the model cannot speak (nothing to say, no speech tokens)
+            raise TTSError("text", str(e)) from e
+        wave = np.concatenate([self._model.render(tokens, prompt) for tokens in pieces])
+        return wave.astype(np.float32, copy=False), int(self._model.sample_rate)
+
+
+def cosyvoice_speakers_dir(cfg: AudioSection) -> Path:
+    """Where the cosyvoice2 engine finds its speaker prompts (``<speaker>.wav``)."""
+    if not cfg.cosyvoice_path:
+        raise TTSError("audio.cosyvoice_path", "tts_engine is cosyvoice2 but no model path is set")
+    return Path(cfg.cosyvoice_speakers_path or Path(cfg.cosyvoice_path) / "speakers")
+
+
+def speaker_names(cfg: AudioSection | None = None) -> list[str]:
+    """The speakers the configured TTS offers, without loading a model (the driver lists them)."""
+    cfg = cfg or _DEFAULTS
+    if cfg.tts_engine == "espeak":
+        return EspeakTTS().speakers()
+    where = cosyvoice_speakers_dir(cfg)
+    names = sorted(p.stem for p in where.glob("*.wav")) if where.is_dir() else []
+    if not names:
+        raise TTSError(str(where), "no speaker prompt recordings (<name>.wav) found")
+    return names
 
 
 def build_tts(cfg: AudioSection | None = None, speakers_dir: str | Path | None = None) -> TTSEngine:
@@ -540,7 +570,5 @@ def build_tts(cfg: AudioSection | None = None, speakers_dir: str | Path | None =
     cfg = cfg or _DEFAULTS
     if cfg.tts_engine == "espeak":
         return EspeakTTS()
-    if not cfg.cosyvoice_path:
-        raise TTSError("audio.cosyvoice_path", "tts_engine is cosyvoice2 but no model path is set")
-    base = Path(cfg.cosyvoice_path)
-    return CosyVoice2TTS(base, speakers_dir or base / "speakers")
+    speakers = speakers_dir or cosyvoice_speakers_dir(cfg)
+    return CosyVoice2TTS(Path(str(cfg.cosyvoice_path)), speakers)

@@ -32,7 +32,11 @@ class AudioSection(BaseModel):
     assistant_speaker: str = "assistant"
     """Speaker name the assistant turns are rendered with (an EspeakTTS speaker name)."""
     cosyvoice_path: str | None = None
-    """Local directory of a CosyVoice2-style model; required when tts_engine is cosyvoice2."""
+    """Local directory of a CosyVoice2 model (the released CosyVoice2-0.5B layout); required when
+    tts_engine is cosyvoice2."""
+    cosyvoice_speakers_path: str | None = None
+    """Directory of speaker prompt recordings for cosyvoice2, one ``<speaker>.wav`` each (any
+    rate; the assistant's is ``<assistant_speaker>.wav``); None: ``<cosyvoice_path>/speakers``."""
 
     # Speech units and vocoder
     unit_tokenizer: Literal["mel_kmeans", "glm4voice"] = "mel_kmeans"

@@ -279,6 +279,7 @@ _AUDIO_CONTENT_FIELDS = {
     "tts_engine",
     "assistant_speaker",
     "cosyvoice_path",
+    "cosyvoice_speakers_path",
     "unit_tokenizer",
     "unit_rate",
     "codebook_size",

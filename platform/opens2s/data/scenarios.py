@@ -36,8 +36,12 @@ def resolve_scenario_settings(
         if settings.emotions is None:
             update["emotions"] = list(tts.EMOTIONS)
         if settings.user_speakers is None:
-            engine = tts.build_tts(audio)
-            speakers = engine.speakers()
+            speakers = tts.speaker_names(audio)
+            if audio.assistant_speaker not in speakers:
+                raise ValueError(
+                    f"audio.assistant_speaker {audio.assistant_speaker!r} is not a speaker of the "
+                    f"{audio.tts_engine} TTS (known: {', '.join(speakers)})"
+                )
             update["user_speakers"] = [s for s in speakers if s != audio.assistant_speaker]
     if settings.situations is None:
         update["situations"] = [s.name for s in content.SITUATIONS]
