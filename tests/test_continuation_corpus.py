@@ -17,8 +17,11 @@ from opens2s.data.continuation import (
     ASR_PROMPT,
     SER_INSTRUCTION,
     TRANSCRIBE_INSTRUCTION,
+    TransformersContinuationWriter,
     build_continuation,
     generation_messages,
+    planned_rows,
+    write_continuations,
 )
 from opens2s.data.continuation_manifest import (
     ManifestError,
@@ -239,6 +242,7 @@ def test_transformers_backend_writes_what_the_lm_generates(ray_local, tmp_path: 
         model_path=str(lm),
         max_new_tokens=12,
         batch_size=1,
+        max_attempts=1,  # greedy only: each record is what the LM's greedy output is
         validation=loose,
     )
     result = build_continuation(cfg, log=lambda _: None)
@@ -278,6 +282,76 @@ def test_transformers_backend_writes_what_the_lm_generates(ray_local, tmp_path: 
         assert instruction == (SER_INSTRUCTION if row["emotion"] else ASR_PROMPT)
         compared += 1
     assert compared >= 2
+
+
+def test_a_rejected_continuation_is_asked_again_sampled_then_quarantined(tmp_path: Path) -> None:
+    from opens2s.config.continuation import ContinuationSection
+    from tiny_writer_lm import write_tiny_writer_lm
+
+    lm = write_tiny_writer_lm(tmp_path / "lm")
+    rows = planned_rows(str(_asr_folder(tmp_path)), shard_size=100)
+    # No answer of at most 8 tokens has 50 words: every attempt is rejected.
+    settings = ContinuationSection(
+        backend="transformers",
+        model_path=str(lm),
+        max_new_tokens=8,
+        max_attempts=3,
+        validation={"min_words_per_turn": 50, "max_words_per_turn": 60},
+    )
+    writer = TransformersContinuationWriter(settings, seed=0)
+    live = [r for r in rows if not r["dropped_stage"]]
+    greedy = writer.generate(live, 1)
+    assert writer.generate(live, 1) == greedy  # the first attempt is upstream's greedy answer
+    assert writer.generate(live, 2) != greedy  # a retry samples (retry_temperature 0.7)
+    batch = {k: [r[k] for r in rows] for k in rows[0]}
+    out = writer(batch)
+    by_id = {i: k for k, i in enumerate(out["id"])}
+    for row in rows:
+        k = by_id[row["id"]]
+        if row["dropped_stage"]:  # a manifest problem: never asked
+            assert out["dropped_stage"][k] == "manifest" and out["attempts"][k] == 0
+            continue
+        assert out["dropped_stage"][k] == "writer" and out["attempts"][k] == 3
+        reason = out["dropped_reason"][k]
+        assert reason.startswith("text has ") and "expected 50..60 (llm:transformers)" in reason
+        assert "; after 3 attempts; last answer: " in reason
+        assert out["target"][k] == ""
+
+
+def test_a_continuation_rejected_once_is_kept_from_its_second_attempt(tmp_path: Path) -> None:
+    from opens2s.config.continuation import ContinuationSection
+
+    rows = planned_rows(str(_asr_folder(tmp_path)), shard_size=100)
+    live = [r for r in rows if not r["dropped_stage"]]
+    assert len(live) >= 3
+    answers = {
+        1: [("", 0), ("and then she smiled at me", 6), ("zzz qqq xxx yyy", 4)],
+        2: [("so we went home together", 5), ("nope", 1)],
+    }
+    asked = []
+
+    def generate(todo, attempt):
+        asked.append((attempt, [r["id"] for r in todo]))
+        return answers[attempt][: len(todo)]
+
+    settings = ContinuationSection(max_attempts=2)
+    write_continuations(live[:3], generate, settings=settings, writer_name="llm:vllm")
+    first, second, third = live[:3]
+    assert asked == [(1, [r["id"] for r in live[:3]]), (2, [first["id"], third["id"]])]
+    assert (first["target"], first["target_tokens"], first["attempts"]) == (
+        "so we went home together",
+        5,
+        2,
+    )
+    assert (second["target"], second["attempts"], second["dropped_stage"]) == (
+        "and then she smiled at me",
+        1,
+        "",
+    )
+    assert third["dropped_stage"] == "writer" and third["attempts"] == 2
+    assert third["dropped_reason"].startswith("text has 1 words, expected 2..80 (llm:vllm)")
+    assert third["dropped_reason"].endswith("after 2 attempts; last answer: 'nope'")
+    assert all(r["writer"] == "llm:vllm" for r in live[:3])
 
 
 def test_manifest_audio_and_output_on_s3(ray_local, s3_bucket: str, tmp_path: Path) -> None:

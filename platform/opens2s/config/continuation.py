@@ -38,6 +38,13 @@ class ContinuationSection(BaseModel):
     """Longest continuation in tokens (upstream allows 1024)."""
     temperature: float = Field(0.0, ge=0)
     """0 = greedy, as upstream generates continuations."""
+    max_attempts: int = Field(2, ge=1, le=10)
+    """Answers asked of the LLM per utterance: a continuation that fails ``validation`` (too
+    few or too many words, not English, an engine error) is asked again, and after the last
+    attempt the utterance is quarantined with the reason and the start of the last answer."""
+    retry_temperature: float = Field(0.7, gt=0)
+    """Sampling temperature of a retry when ``temperature`` is lower (a greedy retry would only
+    repeat the rejected answer)."""
     batch_size: int = Field(8, gt=0)
     """Utterances per LLM batch."""
     workers: int = Field(1, gt=0)

@@ -29,7 +29,6 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +74,7 @@ COLUMNS = {
     "target": pa.string(),
     "target_tokens": pa.int64(),
     "writer": pa.string(),
+    "attempts": pa.int64(),
     "audio": pa.string(),
     "dropped_stage": pa.string(),
     "dropped_reason": pa.string(),
@@ -199,8 +199,67 @@ def _batch(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {k: [r[k] for r in rows] for k in COLUMNS}
 
 
+def sampling_temperature(settings: ContinuationSection, attempt: int) -> float:
+    """The first attempt samples at ``temperature`` (greedy by default, as upstream); a retry at
+    least at ``retry_temperature``, since a greedy retry would repeat the rejected answer."""
+    if attempt == 1:
+        return settings.temperature
+    return max(settings.temperature, settings.retry_temperature)
+
+
+def write_continuations(
+    rows: list[dict[str, Any]],
+    generate: Callable[[list[dict[str, Any]], int], list[tuple[str, int]]],
+    *,
+    settings: ContinuationSection,
+    writer_name: str,
+) -> list[dict[str, Any]]:
+    """Write the live rows' targets: ``generate(rows, attempt)`` answers each with (text, token
+    count); a row whose answer fails the validation is asked again up to ``max_attempts``, then
+    quarantined (stage ``writer``) with the last problem and answer. An exception from
+    ``generate`` (an engine error) is a failed attempt of every row it was asked for."""
+    start = time.perf_counter()
+    todo = [r for r in rows if not r["dropped_stage"]]
+    live = list(todo)
+    last: dict[str, tuple[str, str]] = {}
+    for attempt in range(1, settings.max_attempts + 1):
+        if not todo:
+            break
+        try:
+            answers = generate(todo, attempt)
+        except Exception as e:  # the batch's rows retry; the job goes on
+            answers, error = [("", 0)] * len(todo), f"engine error: {type(e).__name__}: {e}"
+        else:
+            error = ""
+        retry = []
+        for r, (text, n_tokens) in zip(todo, answers, strict=True):
+            r["writer"], r["attempts"] = writer_name, attempt
+            problem = error or problem_with_text(
+                normalise_text(text), settings.validation, speakable=False
+            )
+            if problem:
+                last[r["id"]] = (problem if error else f"text {problem}", text)
+                retry.append(r)
+            else:
+                r["target"], r["target_tokens"] = text, n_tokens
+        todo = retry
+    for r in todo:
+        problem, text = last[r["id"]]
+        snippet = re.sub(r"\s+", " ", text)[:120]
+        _drop(
+            r,
+            "writer",
+            f"{problem} ({r['writer']}); after {r['attempts']} attempts; last answer: {snippet!r}",
+        )
+    share = time.perf_counter() - start
+    for r in live:
+        _timed("writer", r, time.perf_counter() - share / len(live))
+    return rows
+
+
 class TransformersContinuationWriter:
-    """The CPU backend: a local HF causal LM held by one Ray actor, a batch of prompts at a time."""
+    """The CPU backend: a local HF causal LM held by one Ray actor, a batch of prompts at a time,
+    bad answers asked again (:func:`write_continuations`)."""
 
     def __init__(self, settings: ContinuationSection, seed: int = 0) -> None:
         import torch
@@ -216,100 +275,83 @@ class TransformersContinuationWriter:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+    def generate(self, rows: list[dict[str, Any]], attempt: int) -> list[tuple[str, int]]:
+        """One answer per row (seeded by the model seed, the first row's index and attempt)."""
         import torch
 
-        start = time.perf_counter()
-        rows = [_clean(r) for r in _rows(batch)]
-        todo = [r for r in rows if not r["dropped_stage"]]
-        if todo:
-            prompts = [
-                self.tokenizer.apply_chat_template(
-                    generation_messages(r),
-                    add_generation_prompt=True,
-                    tokenize=False,
-                    enable_thinking=False,
-                )
-                for r in todo
-            ]
-            enc = self.tokenizer(
-                prompts, return_tensors="pt", padding=True, add_special_tokens=False
+        prompts = [
+            self.tokenizer.apply_chat_template(
+                generation_messages(r),
+                add_generation_prompt=True,
+                tokenize=False,
+                enable_thinking=False,
             )
-            s = self.settings
-            torch.manual_seed(self.seed * 1_000_003 + int(todo[0]["index"]))
-            with torch.no_grad():
-                out = self.model.generate(
-                    **enc,
-                    max_new_tokens=s.max_new_tokens,
-                    do_sample=s.temperature > 0,
-                    temperature=s.temperature if s.temperature > 0 else None,
-                    top_p=None,
-                    top_k=None,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                )
-            width = enc["input_ids"].shape[1]
-            stop = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id}
-            for r, ids in zip(todo, out[:, width:].tolist(), strict=True):
-                n = next((i for i, t in enumerate(ids) if t in stop), len(ids))
-                r["target"] = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
-                r["target_tokens"] = n
-                r["writer"] = "llm:transformers"
-        share = time.perf_counter() - start
-        for r in todo:
-            _timed("writer", r, time.perf_counter() - share / len(todo))
+            for r in rows
+        ]
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        temperature = sampling_temperature(self.settings, attempt)
+        torch.manual_seed((self.seed * 1_000_003 + int(rows[0]["index"]) * 31 + attempt) % (2**31))
+        with torch.no_grad():
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=self.settings.max_new_tokens,
+                do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        width = enc["input_ids"].shape[1]
+        stop = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id}
+        answers = []
+        for ids in out[:, width:].tolist():
+            n = next((i for i, t in enumerate(ids) if t in stop), len(ids))
+            answers.append((self.tokenizer.decode(ids[:n], skip_special_tokens=True), n))
+        return answers
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        rows = [_clean(r) for r in _rows(batch)]
+        write_continuations(
+            rows, self.generate, settings=self.settings, writer_name="llm:transformers"
+        )
         return _batch(rows)
 
 
-def _vllm_request(row: dict[str, Any], *, settings: ContinuationSection) -> dict[str, Any]:
-    row = _clean(row)
-    pending = not row["dropped_stage"]
-    # Every row carries the same keys: Ray Data merges the rows' dicts into one Arrow struct
-    # column, and a key missing from some rows reaches vLLM as None there (it then fails).
-    params: dict[str, Any] = {
-        "max_tokens": settings.max_new_tokens if pending else 1,
-        "temperature": settings.temperature,
-        "seed": int(row["index"]) % (2**31),
-    }
-    return {**row, "messages": generation_messages(row), "sampling_params": params}
+class VLLMContinuationWriter:
+    """The vLLM backend: a ``vllm.LLM`` engine held by one Ray Data actor (``gpus_per_worker``
+    GPUs), a batch of prompts at a time, bad answers asked again in the same engine (why not
+    ``ray.data.llm``: see :mod:`opens2s.data.writer_llm`)."""
 
+    def __init__(self, settings: ContinuationSection, seed: int = 0) -> None:
+        from vllm import LLM
 
-def _vllm_answer(row: dict[str, Any]) -> dict[str, Any]:
-    out = _clean(row)
-    if not out["dropped_stage"]:
-        out["writer"] = "llm:vllm"
-        error = row.get("__inference_error__")
-        if error:
-            _drop(out, "writer", f"engine error: {error}")
-        else:
-            out["target"] = row.get("generated_text") or ""
-            out["target_tokens"] = int(row.get("num_generated_tokens") or 0)
-    return out
+        self.settings, self.seed = settings, seed
+        self.llm = LLM(model=settings.model_path, seed=seed, **settings.vllm_engine_kwargs)
 
+    def generate(self, rows: list[dict[str, Any]], attempt: int) -> list[tuple[str, int]]:
+        """One answer per row (seeded by the model seed, the row's index and the attempt)."""
+        from vllm import SamplingParams
 
-def apply_vllm_writer(ds, settings: ContinuationSection):
-    """The vLLM backend: one ``ray.data.llm`` processor over the rows (greedy by default, as
-    upstream); rows already quarantined pass through with a 1-token request."""
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+        params = [
+            SamplingParams(
+                max_tokens=self.settings.max_new_tokens,
+                temperature=sampling_temperature(self.settings, attempt),
+                seed=(self.seed * 1_000_003 + int(r["index"]) * 31 + attempt) % (2**31),
+            )
+            for r in rows
+        ]
+        outputs = self.llm.chat(
+            [generation_messages(r) for r in rows],
+            params,
+            use_tqdm=False,
+            chat_template_kwargs={"enable_thinking": False},
+        )
+        return [(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outputs]
 
-    if not settings.model_path:
-        raise ValueError("continuation.model_path is required for the vllm backend (a local dir)")
-    extra: dict[str, Any] = {}
-    if settings.gpus_per_worker == 0:
-        extra["placement_group_config"] = {"bundles": [{"CPU": 1}]}
-    config = vLLMEngineProcessorConfig(
-        model_source=settings.model_path,
-        engine_kwargs=dict(settings.vllm_engine_kwargs),
-        concurrency=settings.workers,
-        batch_size=settings.batch_size,
-        should_continue_on_error=True,
-        log_engine_metrics=False,
-        chat_template_stage={"enabled": True, "chat_template_kwargs": {"enable_thinking": False}},
-        **extra,
-    )
-    processor = build_processor(
-        config, preprocess=partial(_vllm_request, settings=settings), postprocess=_vllm_answer
-    )
-    return processor(ds)
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        rows = [_clean(r) for r in _rows(batch)]
+        write_continuations(rows, self.generate, settings=self.settings, writer_name="llm:vllm")
+        return _batch(rows)
 
 
 def finish(row: dict[str, Any], *, root: str, validation: ValidationSettings) -> dict[str, Any]:
@@ -362,6 +404,7 @@ def quarantine_row(row: dict[str, Any]) -> dict[str, Any]:
         "reason": row["dropped_reason"],
         "emotion": row["emotion"],
         "writer": row["writer"],
+        "attempts": row["attempts"],
         "stage_seconds": json.loads(row["stage_seconds"] or "{}"),
     }
 
@@ -383,23 +426,29 @@ def apply_stages(ds, cfg: PlatformConfig, root: str):
     )
     if c.backend == "transcript":
         ds = ds.map(transcript_writer, **light)
-    elif c.backend == "transformers":
+    else:
         if not c.model_path:
             raise ValueError(
-                "continuation.model_path is required for the transformers backend: a local "
+                f"continuation.model_path is required for the {c.backend} backend: a local "
                 "instruct LM directory (a random-init LM writes noise; use backend transcript "
                 "for an offline run)"
             )
+        # One LM per actor, ``workers`` actors, every attempt in the same LM.
+        if c.backend == "transformers":
+            writer, resources = TransformersContinuationWriter, {"num_cpus": c.cpus_per_worker}
+        else:
+            writer, resources = (
+                VLLMContinuationWriter,
+                {"num_cpus": 1, "num_gpus": c.gpus_per_worker},
+            )
         ds = ds.map_batches(
-            TransformersContinuationWriter,
+            writer,
             fn_constructor_kwargs={"settings": c, "seed": cfg.model.seed},
             compute=ray.data.ActorPoolStrategy(size=c.workers),
             batch_size=c.batch_size,
             batch_format="numpy",
-            num_cpus=c.cpus_per_worker,
+            **resources,
         )
-    else:
-        ds = apply_vllm_writer(ds, c)
     return ds.map(finish, fn_kwargs={"root": root, "validation": c.validation}, **light)
 
 
@@ -412,7 +461,15 @@ def _content_settings(cfg: PlatformConfig) -> dict[str, Any]:
     c = cfg.continuation
     return {
         **c.model_dump(
-            include={"manifest", "backend", "model_path", "max_new_tokens", "temperature"}
+            include={
+                "manifest",
+                "backend",
+                "model_path",
+                "max_new_tokens",
+                "temperature",
+                "max_attempts",
+                "retry_temperature",
+            }
         ),
         "shard_size": c.shard_size,
         "validation": c.validation.model_dump(),

@@ -8,6 +8,7 @@ quarantines the sample.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from opens2s.config.data import ScenarioSettings, ValidationSettings
 from opens2s.data.content import emotion_words_in
@@ -38,9 +39,17 @@ _FUNCTION_WORDS = frozenset(
 )
 
 
+def _invisible(ch: str) -> bool:
+    # Cc: control bytes (a broken or random LM writes "\x00", "\x07"); Cf: format characters
+    # (zero-width space and joiners, BOM, direction marks). Whitespace is folded to a space below.
+    return unicodedata.category(ch) in ("Cc", "Cf") and not ch.isspace()
+
+
 def normalise_text(text: str) -> str:
-    """Plain-ASCII punctuation and single spaces (what espeak-ng reads reliably)."""
-    text = re.sub(r"\s+", " ", text.translate(_PLAIN)).strip()
+    """Plain-ASCII punctuation, no control or invisible format characters, single spaces (what
+    espeak-ng reads reliably)."""
+    text = "".join(ch for ch in text.translate(_PLAIN) if not _invisible(ch))
+    text = re.sub(r"\s+", " ", text).strip()
     return re.sub(r" ([,.!?;:])", r"\1", text)
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import re
-from functools import partial
+from collections.abc import Callable
 from typing import Any
 
 from opens2s.config.data import ScenarioSettings, ValidationSettings, WriterSettings
-from opens2s.data.sample import Sample, Turn, from_row, to_row
+from opens2s.data.sample import Sample, Turn, batch_to_samples, samples_to_batch
 from opens2s.data.validation import normalise_text, problem_with_turns
 
 STAGE = "writer"
@@ -170,6 +170,44 @@ def _quarantine(sample: Sample, attempts: int, problem: str, answer: str) -> Non
     sample.drop(STAGE, f"{problem}; after {attempts} attempts; last answer: {snippet!r}")
 
 
+def write_with_retries(
+    samples: list[Sample],
+    generate: Callable[[list[Sample], int], list[str]],
+    *,
+    writer_name: str,
+    max_attempts: int,
+    validation: ValidationSettings,
+    scen: ScenarioSettings,
+) -> list[Sample]:
+    """Write scripts for the live samples: ``generate(samples, attempt)`` answers each, and the
+    samples whose answer is not a valid script are asked again, up to ``max_attempts``; those
+    still without one are quarantined with the last problem and answer. An exception from
+    ``generate`` (an engine error) counts as a failed attempt of every sample it was asked for."""
+    todo = [s for s in samples if s.ok]
+    last: dict[str, tuple[str, str]] = {}
+    for attempt in range(1, max_attempts + 1):
+        if not todo:
+            break
+        try:
+            answers = generate(todo, attempt)
+        except Exception as e:  # the batch's samples retry; the job goes on
+            answers, error = [""] * len(todo), f"engine error: {type(e).__name__}: {e}"
+        else:
+            error = ""
+        retry = []
+        for s, answer in zip(todo, answers, strict=True):
+            s.attempts = attempt
+            s.writer = writer_name
+            problem = error or accept_answer(s, answer, validation, scen)
+            if problem:
+                last[s.id] = (problem, answer)
+                retry.append(s)
+        todo = retry
+    for s in todo:
+        _quarantine(s, s.attempts, *last[s.id])
+    return samples
+
+
 class TransformersScriptWriter:
     """The CPU backend: a HF causal LM held by one Ray actor, sampling a batch at a time."""
 
@@ -222,102 +260,87 @@ class TransformersScriptWriter:
 
     def __call__(self, samples: list[Sample]) -> list[Sample]:
         """Write scripts for live samples, retrying malformed answers up to max_attempts."""
-        todo = [s for s in samples if s.ok]
-        last: dict[str, tuple[str, str]] = {}
-        for attempt in range(1, self.writer.max_attempts + 1):
-            if not todo:
-                break
-            answers = self.generate(todo, attempt)
-            retry = []
-            for s, answer in zip(todo, answers, strict=True):
-                s.attempts = attempt
-                s.writer = "llm:transformers"
-                problem = accept_answer(s, answer, self.validation, self.scen)
-                if problem:
-                    last[s.id] = (problem, answer)
-                    retry.append(s)
-            todo = retry
-        for s in todo:
-            _quarantine(s, s.attempts, *last[s.id])
-        return samples
+        return write_with_retries(
+            samples,
+            self.generate,
+            writer_name="llm:transformers",
+            max_attempts=self.writer.max_attempts,
+            validation=self.validation,
+            scen=self.scen,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
-# vLLM through ray.data.llm
+# vLLM: one engine per Ray Data actor, the retry loop inside it
 
 
-def _vllm_request(
-    row: dict[str, Any], *, writer: WriterSettings, attempt: int, seed: int
-) -> dict[str, Any]:
-    sample = from_row(row)
-    pending = sample.ok and not sample.turns
-    # Every row carries the same keys: Ray Data merges the rows' dicts into one Arrow struct
-    # column, and a key missing from some rows reached vLLM as None there (a TypeError per row).
-    params: dict[str, Any] = {
-        "max_tokens": writer.max_new_tokens if pending else 1,
-        "temperature": writer.temperature,
-        "seed": (seed * 1_000_003 + sample.index * 31 + attempt) % (2**31),
-        "structured_outputs": {"json": SCRIPT_SCHEMA},
-    }
-    return {**row, "messages": script_messages(sample, seed), "sampling_params": params}
+def vllm_sampling_seed(seed: int, index: int, attempt: int) -> int:
+    """The vLLM sampling seed of one sample's attempt (a rerun writes the same answers)."""
+    return (seed * 1_000_003 + index * 31 + attempt) % (2**31)
 
 
-def _vllm_answer(
-    row: dict[str, Any],
-    *,
-    attempt: int,
-    last_attempt: bool,
-    validation: ValidationSettings,
-    scen: ScenarioSettings,
-) -> dict[str, Any]:
-    sample = from_row(row)
-    if sample.ok and not sample.turns:
-        sample.attempts = attempt
-        sample.writer = "llm:vllm"
-        answer = row.get("generated_text") or ""
-        error = row.get("__inference_error__")
-        problem = f"engine error: {error}" if error else None
-        problem = problem or accept_answer(sample, answer, validation, scen)
-        if problem and last_attempt:
-            _quarantine(sample, attempt, problem, answer)
-    return to_row(sample)
+class VLLMScriptWriter:
+    """The GPU backend: a ``vllm.LLM`` engine held by one Ray Data actor (``gpus_per_worker``
+    GPUs), answering a batch at a time with guided JSON (:data:`SCRIPT_SCHEMA`); the samples
+    whose answer is not a valid script are asked again in the same engine."""
+
+    def __init__(
+        self, writer: WriterSettings, scenarios: ScenarioSettings, validation: ValidationSettings
+    ) -> None:
+        from vllm import LLM
+
+        self.writer, self.scen, self.validation = writer, scenarios, validation
+        self.llm = LLM(model=writer.model_path, seed=scenarios.seed, **writer.vllm_engine_kwargs)
+
+    def generate(self, samples: list[Sample], attempt: int) -> list[str]:
+        """One guided-JSON answer per sample (seeded by corpus seed, sample index, attempt)."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        w = self.writer
+        params = [
+            SamplingParams(
+                max_tokens=w.max_new_tokens,
+                temperature=w.temperature,
+                seed=vllm_sampling_seed(self.scen.seed, s.index, attempt),
+                structured_outputs=StructuredOutputsParams(json=SCRIPT_SCHEMA),
+            )
+            for s in samples
+        ]
+        messages = [script_messages(s, self.scen.seed) for s in samples]
+        outputs = self.llm.chat(messages, params, use_tqdm=False)
+        return [o.outputs[0].text for o in outputs]
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A Ray Data batch of sample rows in, the same rows with their scripts (or drops) out."""
+        samples = write_with_retries(
+            batch_to_samples(batch),
+            self.generate,
+            writer_name="llm:vllm",
+            max_attempts=self.writer.max_attempts,
+            validation=self.validation,
+            scen=self.scen,
+        )
+        return samples_to_batch(samples)
 
 
 def apply_vllm_writer(ds, spec, workers: int):
-    """Run the vLLM writer on a Dataset of sample rows: ``max_attempts`` chained processors."""
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+    """Run the vLLM writer on a Dataset of sample rows: a pool of ``workers`` actors, each holding
+    one engine for every attempt (see the module docstring for why not ray.data.llm)."""
+    import ray.data
 
     writer: WriterSettings = spec.kwargs["writer"]
-    scen: ScenarioSettings = spec.kwargs["scenarios"]
-    validation: ValidationSettings = spec.kwargs["validation"]
     if not writer.model_path:
         raise ValueError("data.writer.model_path is required for the vllm backend (a local dir)")
-    extra: dict[str, Any] = {}
-    if writer.gpus_per_worker == 0:
-        extra["placement_group_config"] = {"bundles": [{"CPU": 1}]}
-    config = vLLMEngineProcessorConfig(
-        model_source=writer.model_path,
-        engine_kwargs=dict(writer.vllm_engine_kwargs),
-        concurrency=workers,
+    return ds.map_batches(
+        VLLMScriptWriter,
+        fn_constructor_kwargs=dict(spec.kwargs),
+        compute=ray.data.ActorPoolStrategy(size=workers),
         batch_size=writer.batch_size,
-        should_continue_on_error=True,
-        log_engine_metrics=False,
-        **extra,
+        batch_format="numpy",
+        num_cpus=1,
+        num_gpus=writer.gpus_per_worker,
     )
-    for attempt in range(1, writer.max_attempts + 1):
-        processor = build_processor(
-            config,
-            preprocess=partial(_vllm_request, writer=writer, attempt=attempt, seed=scen.seed),
-            postprocess=partial(
-                _vllm_answer,
-                attempt=attempt,
-                last_attempt=attempt == writer.max_attempts,
-                validation=validation,
-                scen=scen,
-            ),
-        )
-        ds = processor(ds)
-    return ds
 
 
 apply_vllm_writer.applies_to_dataset = True  # type: ignore[attr-defined]
