@@ -1,14 +1,35 @@
-"""Stage 2 (LLM writer): an instruct LLM writes each dialogue as JSON; malformed answers are
-retried, then quarantined with the reason and the start of the last answer.
+"""Stage 2 (LLM writer): an instruct LLM writes each dialogue as JSON; malformed or invalid
+answers are asked again, then quarantined with the reason and the start of the last answer.
 
-Two backends share the prompt (:func:`script_messages`) and the parser (:func:`parse_script`):
+Two backends share the prompt (:func:`script_messages`), the parser (:func:`parse_script`) and
+the retry loop (:func:`write_with_retries`), each run inside the Ray actor that holds the model:
 
-- ``transformers`` (CPU): :class:`TransformersScriptWriter`, one model per Ray actor, batched
-  sampling; the model is a local HF directory, or the random-init tiny LLM of ``opens2s.model``
-  when none is given (its output is garbage: it exercises retry and quarantine).
-- ``vllm`` (GPU clusters): ``ray.data.llm.build_processor`` with a vLLM engine and guided JSON
-  (structured outputs with :data:`SCRIPT_SCHEMA`); one processor per attempt, where rows already
-  written pass through with a 1-token request.
+- ``transformers`` (CPU): :class:`TransformersScriptWriter`, batched sampling; the model is a
+  local HF directory, or the random-init tiny LLM of ``opens2s.model`` when none is given (its
+  output is garbage: it exercises retry and quarantine).
+- ``vllm`` (GPU clusters): :class:`VLLMScriptWriter`, a ``vllm.LLM`` engine per actor, guided
+  JSON (structured outputs with :data:`SCRIPT_SCHEMA`), ``workers`` actors of
+  ``gpus_per_worker`` GPUs each.
+
+Why the vLLM backend is not a ``ray.data.llm`` processor (Ray 2.60, vLLM 0.32, read in the
+installed sources): a processor cannot feed a bad answer back to its engine, so retries were one
+``build_processor`` per attempt, chained. Each processor builds its own stages, among them a vLLM
+engine stage with its own pool of ``concurrency`` actors
+(``ray/llm/_internal/batch/processor/vllm_engine_proc.py``), and Ray Data runs every operator of
+a dataset at once, so ``max_attempts x workers`` engines were alive together (measured: 2 with
+one worker and two attempts; with fewer GPUs than that the pools cannot all be scheduled). The
+alternatives weighed: asking for ``n`` candidates per request cannot work there, as the engine
+stage keeps only ``outputs[0]`` (``ray/llm/_internal/batch/stages/vllm_engine_stage.py``), and it
+would pay ``n`` times the tokens of the (usual) first valid answer; a second pass over the failed
+rows loads the model again per attempt and holds those rows back from rendering and shard
+commits; ``ServeDeploymentProcessorConfig`` (``ray/data/llm.py``) lets chained processors share
+the engines of a Ray Serve LLM deployment, but needs ``ray[llm]`` (it pulls the CUDA vLLM) and a
+Serve application started and stopped around the corpus job. An engine per actor bounds the GPUs to what
+``workers`` asks for, spends tokens only on the rows that need another answer and keeps the
+dataset streaming; what it gives up is ray.data.llm's asynchronous engine stage, which keeps
+requests of several batches queued (up to ``1.1 x max_num_seqs``) and tokenizes in separate CPU
+actors: here an engine runs one batch (then its retries) at a time, so ``batch_size`` near the
+engine's ``max_num_seqs`` keeps it busy.
 """
 
 from __future__ import annotations
