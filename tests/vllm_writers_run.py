@@ -12,7 +12,7 @@ package needs a newer transformers), either
 - ``continuation``: ``build_continuation`` on a small ASR/SER manifest with the vllm backend,
   twice: with a loose validation (records kept) and one no answer passes (retried, quarantined).
 
-Both report how many vLLM engines were alive at once (:class:`EngineCensus`).
+Both report how many vLLM engines were alive at once (:func:`engine_census`).
 
     python tests/vllm_writers_run.py dialogue LM_DIR WORKDIR RESULT.json
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -174,45 +173,30 @@ ENGINE_LOG_LINE = "Initializing a V1 LLM engine"
 """What vLLM 0.32 logs when it builds an engine (vllm/v1/engine/core.py, EngineCore.__init__)."""
 
 
-class EngineCensus:
-    """How many vLLM engines were alive at once: a thread samples the pids of the live Ray actors
-    (from the GCS: the state API needs the dashboard, which this venv lacks) while the writer
-    runs; at the end the worker logs name the pids that built an engine (the engine runs inside
-    the actor's process: VLLM_ENABLE_V1_MULTIPROCESSING=0)."""
+def engine_census() -> dict:
+    """How many vLLM engines were alive at once in this Ray session: the worker logs name the
+    processes that built an engine (it runs inside the actor's process:
+    VLLM_ENABLE_V1_MULTIPROCESSING=0), and the GCS keeps every actor's start and end time, dead
+    ones included (the state API would need the dashboard, which this venv lacks); the answer is
+    the most lifetimes of those actors that overlap (an upper bound on the engines)."""
+    import ray
+    import ray._private.state
 
-    def __init__(self) -> None:
-        self.snapshots: list[set[int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        import ray._private.state
-
-        while not self._stop.wait(0.25):
-            actors = ray._private.state.actors().values()
-            self.snapshots.append({int(a["Pid"]) for a in actors if a["State"] == "ALIVE"})
-
-    def __enter__(self) -> EngineCensus:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def report(self) -> dict:
-        import ray
-
-        logs = Path(ray._private.worker._global_node.get_logs_dir_path())
-        engines = set()
-        for f in logs.glob("worker-*"):
-            if f.suffix in (".out", ".err") and ENGINE_LOG_LINE in f.read_text(errors="replace"):
-                engines.add(int(f.stem.rsplit("-", 1)[1]))
-        return {
-            "engines_built": len(engines),
-            "engines_alive_at_once": max((len(s & engines) for s in self.snapshots), default=0),
-            "census_samples": len(self.snapshots),
-        }
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    engines = set()
+    for f in logs.glob("worker-*"):
+        if f.suffix in (".out", ".err") and ENGINE_LOG_LINE in f.read_text(errors="replace"):
+            engines.add(int(f.stem.rsplit("-", 1)[1]))
+    events = []
+    for actor in ray._private.state.actors().values():
+        if int(actor["Pid"]) in engines:
+            events.append((actor["StartTime"], 1))
+            events.append((actor["EndTime"] or float("inf"), -1))
+    alive = most = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):  # an end before a start at a tie
+        alive += step
+        most = max(most, alive)
+    return {"engines_built": len(engines), "engines_alive_at_once": most}
 
 
 def main() -> int:
@@ -229,9 +213,8 @@ def main() -> int:
         },
     )
     try:
-        with EngineCensus() as census:
-            out = (run_dialogue if writer == "dialogue" else run_continuation)(workdir, lm)
-        out.update(census.report())
+        out = (run_dialogue if writer == "dialogue" else run_continuation)(workdir, lm)
+        out.update(engine_census())
     finally:
         ray.shutdown()
     out["seconds"] = round(time.perf_counter() - start, 1)

@@ -326,7 +326,8 @@ class VLLMContinuationWriter:
         from vllm import LLM
 
         self.settings, self.seed = settings, seed
-        self.llm = LLM(model=settings.model_path, seed=seed, **settings.vllm_engine_kwargs)
+        kwargs = {"seed": seed, **settings.vllm_engine_kwargs}
+        self.llm = LLM(model=settings.model_path, **kwargs)
 
     def generate(self, rows: list[dict[str, Any]], attempt: int) -> list[tuple[str, int]]:
         """One answer per row (seeded by the model seed, the row's index and the attempt)."""
@@ -437,6 +438,9 @@ def apply_stages(ds, cfg: PlatformConfig, root: str):
         if c.backend == "transformers":
             writer, resources = TransformersContinuationWriter, {"num_cpus": c.cpus_per_worker}
         else:
+            from opens2s.data.writer_llm import check_engine_gpus
+
+            check_engine_gpus(c.gpus_per_worker, c.vllm_engine_kwargs, "continuation")
             writer, resources = (
                 VLLMContinuationWriter,
                 {"num_cpus": 1, "num_gpus": c.gpus_per_worker},

@@ -295,6 +295,21 @@ class TransformersScriptWriter:
 # vLLM: one engine per Ray Data actor, the retry loop inside it
 
 
+def check_engine_gpus(gpus_per_worker: float, engine_kwargs: dict[str, Any], section: str) -> None:
+    """Refuse an engine that spans more GPUs than its actor holds: vLLM (its ``mp`` executor, the
+    default outside a Ray placement group) runs a ``tensor_parallel_size x pipeline_parallel_size``
+    engine on the GPUs the actor sees, which Ray sets to ``gpus_per_worker``."""
+    width = int(engine_kwargs.get("tensor_parallel_size", 1)) * int(
+        engine_kwargs.get("pipeline_parallel_size", 1)
+    )
+    if gpus_per_worker > 0 and width > gpus_per_worker:
+        raise ValueError(
+            f"{section}.vllm_engine_kwargs asks for an engine over {width} GPUs (tensor x "
+            f"pipeline parallel) but {section}.gpus_per_worker is {gpus_per_worker}: set "
+            f"gpus_per_worker to {width}"
+        )
+
+
 def vllm_sampling_seed(seed: int, index: int, attempt: int) -> int:
     """The vLLM sampling seed of one sample's attempt (a rerun writes the same answers)."""
     return (seed * 1_000_003 + index * 31 + attempt) % (2**31)
@@ -311,7 +326,8 @@ class VLLMScriptWriter:
         from vllm import LLM
 
         self.writer, self.scen, self.validation = writer, scenarios, validation
-        self.llm = LLM(model=writer.model_path, seed=scenarios.seed, **writer.vllm_engine_kwargs)
+        kwargs = {"seed": scenarios.seed, **writer.vllm_engine_kwargs}
+        self.llm = LLM(model=writer.model_path, **kwargs)
 
     def generate(self, samples: list[Sample], attempt: int) -> list[str]:
         """One guided-JSON answer per sample (seeded by corpus seed, sample index, attempt)."""
@@ -353,6 +369,7 @@ def apply_vllm_writer(ds, spec, workers: int):
     writer: WriterSettings = spec.kwargs["writer"]
     if not writer.model_path:
         raise ValueError("data.writer.model_path is required for the vllm backend (a local dir)")
+    check_engine_gpus(writer.gpus_per_worker, writer.vllm_engine_kwargs, "data.writer")
     return ds.map_batches(
         VLLMScriptWriter,
         fn_constructor_kwargs=dict(spec.kwargs),
