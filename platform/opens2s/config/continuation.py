@@ -30,8 +30,9 @@ class ContinuationSection(BaseModel):
     backend: Literal["transcript", "transformers", "vllm"] = "transcript"
     """Who writes the target text. ``transcript``: the transcript itself, with a transcription
     instruction (no LLM; the offline default of the tiny pipeline, where a random-init LM would
-    only write noise). ``transformers``: a local HF instruct LM on CPU workers. ``vllm``: vLLM
-    through ray.data.llm (GPU workers, or CPU with gpus_per_worker 0 and vLLM's CPU build)."""
+    only write noise). ``transformers``: a local HF instruct LM on CPU workers. ``vllm``: one
+    ``vllm.LLM`` per Ray Data actor (GPU workers, or CPU with gpus_per_worker 0 and vLLM's CPU
+    build)."""
     model_path: str | None = None
     """Local directory of the instruct LM (HF format); required by transformers and vllm."""
     max_new_tokens: int = Field(128, gt=0)

@@ -65,7 +65,7 @@ class WriterSettings(_Stage):
 
     kind: Literal["template", "llm"] = "template"
     backend: Literal["transformers", "vllm"] = "transformers"
-    """LLM backend: transformers on CPU, vLLM through ray.data.llm where GPUs exist."""
+    """LLM backend: transformers on CPU, vLLM (one engine per Ray Data actor) where GPUs exist."""
     model_path: str | None = None
     """Local directory of an instruct LM (HF format). None with transformers = the random-init
     tiny model of opens2s.model (garbage output: exercises retry and quarantine)."""

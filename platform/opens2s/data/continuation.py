@@ -9,7 +9,7 @@ continue from speech what the LLM continued from text.
 
 Stages, each a Ray Data map over rows: audio check (header, duration within the model's limits)
 -> writer (``transcript``: the transcript itself; ``transformers``: a local LM in actors;
-``vllm``: a ``ray.data.llm`` processor) -> validation of the text + copying the audio into the
+``vllm``: a ``vllm.LLM`` in actors) -> validation of the text + copying the audio into the
 corpus. The driver commits a shard as soon as all of its utterances are back
 (:func:`opens2s.data.output.commit_shard`).
 
@@ -122,7 +122,7 @@ def _timed(stage: str, row: dict[str, Any], start: float) -> dict[str, Any]:
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
-    """Only the utterance columns (ray.data.llm adds its own), with plain Python values."""
+    """Only the utterance columns, with plain Python values."""
     out = {}
     for name, typ in COLUMNS.items():
         value = row.get(name)
