@@ -176,7 +176,8 @@ def apply_stages(
                     _scenario_task, fn_kwargs={"scenario": scenario}, batch_format="numpy"
                 )
                 scenario = None
-            ds = head.fn(ds, head, workers)  # a stage that is itself a Ray Data processor
+            # a stage that applies itself to the Dataset (its own actor pool)
+            ds = head.fn(ds, head, workers, worker_retries=worker_retries)
             continue
         extra = {"num_gpus": head.num_gpus} if head.num_gpus else {}
         ds = ds.map_batches(

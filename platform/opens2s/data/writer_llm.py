@@ -361,9 +361,10 @@ class VLLMScriptWriter:
         return samples_to_batch(samples)
 
 
-def apply_vllm_writer(ds, spec, workers: int):
+def apply_vllm_writer(ds, spec, workers: int, worker_retries: int = 0):
     """Run the vLLM writer on a Dataset of sample rows: a pool of ``workers`` actors, each holding
-    one engine for every attempt (see the module docstring for why not ray.data.llm)."""
+    one engine for every attempt (see the module docstring for why not ray.data.llm). A batch
+    whose actor dies is retried ``worker_retries`` times, as the other stages' batches are."""
     import ray.data
 
     writer: WriterSettings = spec.kwargs["writer"]
@@ -378,6 +379,7 @@ def apply_vllm_writer(ds, spec, workers: int):
         batch_format="numpy",
         num_cpus=1,
         num_gpus=writer.gpus_per_worker,
+        max_task_retries=worker_retries,
     )
 
 
