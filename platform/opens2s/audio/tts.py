@@ -550,6 +550,8 @@ def cosyvoice_speakers_dir(cfg: AudioSection) -> Path:
     """Where the cosyvoice2 engine finds its speaker prompts (``<speaker>.wav``)."""
     if not cfg.cosyvoice_path:
         raise TTSError("audio.cosyvoice_path", "tts_engine is cosyvoice2 but no model path is set")
+    if not Path(cfg.cosyvoice_path).is_dir():
+        raise TTSError(cfg.cosyvoice_path, "CosyVoice2 model directory does not exist")
     return Path(cfg.cosyvoice_speakers_path or Path(cfg.cosyvoice_path) / "speakers")
 
 

@@ -1,4 +1,5 @@
-"""``opens2s corpus ...`` commands: build a corpus, print a corpus's summary."""
+"""``opens2s corpus ...`` commands: build a corpus, print its summary, speak a sentence with its
+TTS, build continuation data, import released or ASR data."""
 
 from __future__ import annotations
 
@@ -36,6 +37,57 @@ def build(
     try:
         build_corpus(cfg, log=typer.echo)
     except EmptyCorpusError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("speak")
+def speak(
+    text: str = typer.Argument(..., help="The sentence to speak."),
+    config: Path | None = typer.Option(None, "--config", help="Platform config YAML."),
+    speaker: str | None = typer.Option(None, help="A speaker of the TTS; default: the first."),
+    emotion: list[str] = typer.Option([], "--emotion", help="Repeatable; default: every one."),
+    intensity: float = typer.Option(1.0, help="Emotion intensity (0 = neutral)."),
+    out: Path = typer.Option(Path("speak"), help="Directory for the .wav files."),
+    set_: list[str] = typer.Option([], "--set", help="Override, e.g. audio.tts_engine=cosyvoice2."),
+) -> None:
+    """Speak one sentence with the corpus TTS (audio.tts_engine) in each emotion, write the wavs
+    and check each against the speaker's neutral rendering with the corpus's prosody rule: a
+    quick look at a TTS setup (e.g. a CosyVoice2 directory and its speaker prompts) before a
+    corpus job."""
+    from opens2s.audio.io import AudioError, write_audio
+    from opens2s.audio.prosody import measure_prosody, verify_emotion
+    from opens2s.audio.tts import EMOTIONS, TTSError, build_tts, speaker_names
+    from opens2s.cli.train import parse_overrides
+    from opens2s.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, parse_overrides(set_))
+    except ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--config") from e
+    unknown = [e for e in emotion if e not in EMOTIONS]
+    if unknown:
+        raise typer.BadParameter(f"{unknown}: known emotions are {', '.join(EMOTIONS)}")
+    try:
+        names = speaker_names(cfg.audio)
+        who = speaker or next((n for n in names if n != cfg.audio.assistant_speaker), names[0])
+        if who not in names:
+            raise typer.BadParameter(f"{who!r} is not a speaker; known: {', '.join(names)}")
+        tts = build_tts(cfg.audio)
+        out.mkdir(parents=True, exist_ok=True)
+        neutral_wave, sr = tts.synthesize(text, who, "neutral", 1.0)
+        write_audio(out / f"{who}-neutral.wav", neutral_wave, sr)
+        neutral = measure_prosody(neutral_wave, sr)
+        typer.echo(f"{cfg.audio.tts_engine}, speaker {who}: {out}/{who}-<emotion>.wav")
+        typer.echo(f"  neutral    {len(neutral_wave) / sr:5.2f} s  (the reference)")
+        for name in emotion or [e for e in EMOTIONS if e != "neutral"]:
+            wave, sr = tts.synthesize(text, who, name, intensity)
+            write_audio(out / f"{who}-{name}.wav", wave, sr)
+            verdict = verify_emotion(measure_prosody(wave, sr), neutral, name)
+            changes = ", ".join(f"{k} {v:+.2f}" for k, v in verdict.changes.items())
+            status = "agrees" if verdict.agrees else f"DISAGREES: {verdict.reason}"
+            typer.echo(f"  {name:<10} {len(wave) / sr:5.2f} s  {status}  ({changes})")
+    except (TTSError, AudioError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
 
