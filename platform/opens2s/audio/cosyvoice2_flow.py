@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from opens2s.audio.glm4voice_decoder import DecoderLoadError, hift_config
+from opens2s.audio.glm4voice_decoder import DecoderLoadError, config_field, hift_config
 from opens2s.audio.glm4voice_flow import (
     ConditionalDecoder,
     ConformerLayer,
@@ -81,21 +81,8 @@ class CausalFlowConfig:
 # config
 
 
-def _get(section: dict, key: str, where: str, path: str, kind: type | tuple[type, ...]) -> Any:
-    if key not in section:
-        raise DecoderLoadError(f"{path}: missing '{where}.{key}'")
-    v = section[key]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    # bool is an int to Python, never to a config reader; an int is a fine float
-    ok = type(v) in kinds or (float in kinds and type(v) is int)
-    if not ok:
-        names = " or ".join(k.__name__ for k in kinds)
-        raise DecoderLoadError(f"{path}: '{where}.{key}' must be {names}, got {v!r}")
-    return v
-
-
 def _sub(section: dict, key: str, where: str, path: str) -> dict:
-    v = _get(section, key, where, path, dict)
+    v = config_field(section, key, where, path, dict)
     # ``!new:omegaconf.DictConfig`` keeps its fields under ``content``
     return v["content"] if isinstance(v.get("content"), dict) else v
 
@@ -126,7 +113,7 @@ def causal_flow_config(cfg: dict, path: str = "cosyvoice2.yaml") -> CausalFlowCo
     E, D, C, S = "flow.encoder", "flow.decoder", "flow.decoder.cfm_params", "flow.decoder.estimator"
 
     def num(sec: dict, key: str, where: str) -> int:
-        return _get(sec, key, where, path, int)
+        return config_field(sec, key, where, path, int)
 
     out = CausalFlowConfig(
         input_size=num(f, "input_size", "flow"),
@@ -142,10 +129,10 @@ def causal_flow_config(cfg: dict, path: str = "cosyvoice2.yaml") -> CausalFlowCo
         num_blocks=num(enc, "num_blocks", E),
         static_chunk_size=num(enc, "static_chunk_size", E),
         cfm_in_channels=num(dec, "in_channels", D),
-        inference_cfg_rate=float(_get(cfm, "inference_cfg_rate", C, path, float)),
-        t_scheduler=_get(cfm, "t_scheduler", C, path, str),
+        inference_cfg_rate=float(config_field(cfm, "inference_cfg_rate", C, path, float)),
+        t_scheduler=config_field(cfm, "t_scheduler", C, path, str),
         estimator_in_channels=num(est, "in_channels", S),
-        channels=_int_list(_get(est, "channels", S, path, list), f"{S}.channels", path),
+        channels=_int_list(config_field(est, "channels", S, path, list), f"{S}.channels", path),
         attention_head_dim=num(est, "attention_head_dim", S),
         n_blocks=num(est, "n_blocks", S),
         num_mid_blocks=num(est, "num_mid_blocks", S),
@@ -191,7 +178,7 @@ def cosyvoice2_hift_config(cfg: dict, path: str = "cosyvoice2.yaml") -> HiftConf
         raise DecoderLoadError(f"{path}: missing 'hift' (a mapping)")
     h = cfg["hift"]
     for key in ("in_channels", "base_channels", "nb_harmonics", "sampling_rate"):
-        _get(h, key, "hift", path, int)
+        config_field(h, key, "hift", path, int)
     lists = (
         "upsample_rates",
         "upsample_kernel_sizes",
@@ -201,16 +188,16 @@ def cosyvoice2_hift_config(cfg: dict, path: str = "cosyvoice2.yaml") -> HiftConf
         "source_resblock_dilation_sizes",
     )
     for key in lists:
-        _get(h, key, "hift", path, list)
+        config_field(h, key, "hift", path, list)
     for key in ("upsample_kernel_sizes", "source_resblock_kernel_sizes"):
         if len(h[key]) != len(h["upsample_rates"]):
             raise DecoderLoadError(
                 f"{path}: 'hift.{key}' needs one entry per upsample rate "
                 f"({len(h['upsample_rates'])}), got {h[key]!r}"
             )
-    ist = _get(h, "istft_params", "hift", path, dict)
+    ist = config_field(h, "istft_params", "hift", path, dict)
     for key in ("n_fft", "hop_len"):
-        _get(ist, key, "hift.istft_params", path, int)
+        config_field(ist, key, "hift.istft_params", path, int)
     try:
         return hift_config(cfg, path)
     except (TypeError, ValueError) as e:  # a value inside a list or the F0 predictor

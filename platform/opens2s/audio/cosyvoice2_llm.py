@@ -26,12 +26,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from opens2s.audio.glm4voice_decoder import DecoderLoadError, load_strict
+from opens2s.audio.glm4voice_decoder import DecoderLoadError, config_field, load_strict
 
 SOS, TASK_ID = 0, 1  # rows of llm_embedding
 MIN_TOKEN_TEXT_RATIO = 2.0  # upstream Qwen2LM.inference defaults
@@ -61,16 +60,6 @@ class LMConfig:
         return tuple(self.speech_token_size + i for i in range(3))
 
 
-def _number(section: dict, key: str, where: str, path: str, kind: type) -> Any:
-    if key not in section:
-        raise DecoderLoadError(f"{path}: missing '{where}.{key}'")
-    v = section[key]
-    ok = isinstance(v, int) if kind is int else isinstance(v, int | float)
-    if isinstance(v, bool) or not ok:
-        raise DecoderLoadError(f"{path}: '{where}.{key}' must be a number, got {v!r}")
-    return kind(v)
-
-
 def lm_config(cfg: dict, path: str = "cosyvoice2.yaml") -> LMConfig:
     """The LM sizes and sampling parameters of a parsed cosyvoice2.yaml."""
     llm = cfg.get("llm")
@@ -80,13 +69,13 @@ def lm_config(cfg: dict, path: str = "cosyvoice2.yaml") -> LMConfig:
     if not isinstance(sampling, dict):
         raise DecoderLoadError(f"{path}: missing 'llm.sampling' (ras_sampling's parameters)")
     out = LMConfig(
-        llm_input_size=_number(llm, "llm_input_size", "llm", path, int),
-        llm_output_size=_number(llm, "llm_output_size", "llm", path, int),
-        speech_token_size=_number(llm, "speech_token_size", "llm", path, int),
-        top_p=_number(sampling, "top_p", "llm.sampling", path, float),
-        top_k=_number(sampling, "top_k", "llm.sampling", path, int),
-        win_size=_number(sampling, "win_size", "llm.sampling", path, int),
-        tau_r=_number(sampling, "tau_r", "llm.sampling", path, float),
+        llm_input_size=int(config_field(llm, "llm_input_size", "llm", path, int)),
+        llm_output_size=int(config_field(llm, "llm_output_size", "llm", path, int)),
+        speech_token_size=int(config_field(llm, "speech_token_size", "llm", path, int)),
+        top_p=float(config_field(sampling, "top_p", "llm.sampling", path, float)),
+        top_k=int(config_field(sampling, "top_k", "llm.sampling", path, int)),
+        win_size=int(config_field(sampling, "win_size", "llm.sampling", path, int)),
+        tau_r=float(config_field(sampling, "tau_r", "llm.sampling", path, float)),
     )
     if out.speech_token_size <= 0 or out.top_k <= 0 or out.win_size <= 0:
         raise DecoderLoadError(

@@ -146,6 +146,23 @@ def read_config(path: str | Path) -> dict:
     return resolve(data)
 
 
+def config_field(
+    section: dict, key: str, where: str, path: str, kind: type | tuple[type, ...]
+) -> Any:
+    """``section[key]``, which must be present and of ``kind``: an error names ``where.key``
+    otherwise. A bool is never a number; an int is a fine float."""
+    if key not in section:
+        raise DecoderLoadError(f"{path}: missing '{where}.{key}'")
+    v = section[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if type(v) in kinds or (float in kinds and type(v) is int):
+        return v
+    names = " or ".join(k.__name__ for k in kinds)
+    if set(kinds) <= {int, float}:
+        names = "a number" if float in kinds else "a number (int)"
+    raise DecoderLoadError(f"{path}: '{where}.{key}' must be {names}, got {v!r}")
+
+
 def _section(cfg: dict, path: str, *keys: str) -> dict:
     node: Any = cfg
     for k in keys:
