@@ -218,7 +218,18 @@ class CosyVoice2Model:
     ) -> np.ndarray:
         """Speak ``text`` in the voice of ``prompt_wave`` as ``instruction`` asks (e.g. "Speak
         happily."): float32 mono at 24 kHz. The same seed gives the same audio."""
-        prompt = self.prompt(prompt_wave, prompt_sr)
+        return self.speak(text, instruction, self.prompt(prompt_wave, prompt_sr), seed=seed)
+
+    def speak(
+        self,
+        text: str,
+        instruction: str,
+        prompt: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        *,
+        seed: int = 0,
+    ) -> np.ndarray:
+        """:meth:`instruct` with the prompt already made by :meth:`prompt` (a caller that speaks
+        many sentences in one voice makes it once)."""
         pieces = self.speech_token_pieces(text, instruction, seed=seed)
         wave = np.concatenate([self.render(tokens, prompt) for tokens in pieces])
         return wave.astype(np.float32, copy=False)

@@ -531,6 +531,8 @@ class CosyVoice2TTS(TTSEngine):
         """Speak ``text`` in the prompt speaker's voice, instructed with the emotion."""
         import zlib
 
+        from opens2s.audio.cosyvoice2_frontend import CosyVoice2Error
+
         if not text.strip():
             raise TTSError("text", "empty text, nothing to speak")
         if speaker not in self._waves:
@@ -539,11 +541,10 @@ class CosyVoice2TTS(TTSEngine):
         seed = zlib.crc32(f"{text}\x00{speaker}\x00{emotion}\x00{intensity:.3f}".encode())
         prompt = self._prompt(speaker)
         try:
-            pieces = self._model.speech_token_pieces(text, instruction, seed=seed)
-        except ValueError as e:  # text the model cannot speak (nothing to say, no speech tokens)
+            wave = self._model.speak(text, instruction, prompt, seed=seed)
+        except CosyVoice2Error as e:  # text the model cannot speak (nothing to say, no speech)
             raise TTSError("text", str(e)) from e
-        wave = np.concatenate([self._model.render(tokens, prompt) for tokens in pieces])
-        return wave.astype(np.float32, copy=False), int(self._model.sample_rate)
+        return wave, int(self._model.sample_rate)
 
 
 def cosyvoice_speakers_dir(cfg: AudioSection) -> Path:
